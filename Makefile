@@ -1,0 +1,32 @@
+VENV ?= .venv
+PYTHON ?= python3
+# Extra requirements for the install, e.g. EXTRA_PIP='Django>=6.1,<6.2' to test another Django;
+# each is quoted for the shell, so version operators survive.
+EXTRA_PIP ?=
+PY = $(VENV)/bin/python
+
+.PHONY: demo test lint bench clean
+
+# The stamp reinstalls only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]' $(foreach r,$(EXTRA_PIP),'$(r)')
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m aspects_app.engine.demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) .venv312 build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis db.sqlite3
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

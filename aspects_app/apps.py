@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class AspectsAppConfig(AppConfig):
+    name = "aspects_app"
+    label = "aspects_app"
+    verbose_name = "Aspects"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Importing registers the system checks (and, through conf, the setting_changed receiver).
+        from aspects_app import checks  # noqa: F401

@@ -1,0 +1,39 @@
+"""The app's one settings dict, ``settings.ASPECTS``, read through :func:`get_config`."""
+
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Compute backend: "auto" (CuPy if a GPU is usable, else Numba, else NumPy), "numpy", "numba" or "cupy".
+    "BACKEND": "auto",
+    # Working-memory budget per chunk in MiB; decides how many rows a chunk holds (sklearn-style chunking).
+    "WORKING_MEMORY_MB": 256,
+    # Orbs in degrees per aspect name, e.g. {"trine": 8}; None uses the engine's defaults.
+    "ORBS": None,
+    # Upper bound on charts in one API request, so one call cannot exhaust the server.
+    "MAX_CHARTS_PER_REQUEST": 1000,
+}
+
+
+@cache
+def get_config() -> dict[str, Any]:
+    """Return DEFAULTS overlaid with ``settings.ASPECTS``; cached until ASPECTS changes."""
+    user: dict[str, Any] = getattr(settings, "ASPECTS", {}) or {}
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown key(s) in settings.ASPECTS: {', '.join(unknown)}. Valid keys: {', '.join(DEFAULTS)}."
+        )
+    return {**DEFAULTS, **user}
+
+
+@receiver(setting_changed)
+def _clear_config_cache(*, setting: str, **kwargs: Any) -> None:
+    # override_settings(ASPECTS=...) in tests must be seen by the next get_config() call.
+    if setting == "ASPECTS":
+        get_config.cache_clear()
