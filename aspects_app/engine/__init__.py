@@ -1,0 +1,46 @@
+"""The aspects engine: NumPy (or CuPy) only, importable without Django.
+
+The names below are the engine's public contract (see ARCHITECTURE.md); host code calls them.
+"""
+
+from .aspects import (
+    ASPECT_ANGLES,
+    ASPECT_NAMES,
+    KERYKEION_ALL_ORBS,
+    KERYKEION_DEFAULT_ORBS,
+    MAJOR_ASPECTS,
+    ORB_PRESETS,
+    STANDARD_POINTS,
+    AspectConfig,
+)
+from .backend import BACKEND_NAMES, Backend, BackendUnavailable, get_backend
+from .calculator import MemoryOptimizedVectorizedCalculator, memory_optimized_processing
+from .hits import MOVEMENTS, AspectHits
+from .monitor import LeakReport, VectorizedPerformanceMonitor
+from .pool import ArrayPool
+from .scoring import SCORE_METHODS
+from .topk import TopK
+
+__all__ = [
+    "ASPECT_ANGLES",
+    "ASPECT_NAMES",
+    "BACKEND_NAMES",
+    "KERYKEION_ALL_ORBS",
+    "KERYKEION_DEFAULT_ORBS",
+    "MAJOR_ASPECTS",
+    "MOVEMENTS",
+    "ORB_PRESETS",
+    "SCORE_METHODS",
+    "STANDARD_POINTS",
+    "ArrayPool",
+    "AspectConfig",
+    "AspectHits",
+    "Backend",
+    "BackendUnavailable",
+    "LeakReport",
+    "MemoryOptimizedVectorizedCalculator",
+    "TopK",
+    "VectorizedPerformanceMonitor",
+    "get_backend",
+    "memory_optimized_processing",
+]

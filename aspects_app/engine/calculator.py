@@ -1,0 +1,447 @@
+"""The engine's entry point: aspects, scores and matches for many charts at once, chunked under a memory budget."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import validation
+from .aspects import AspectConfig, resolve_points
+from .backend import Backend, get_backend
+from .chunking import MIB, ChunkPlan
+from .classify import NO_ASPECT, AspectClassifier, OrbProfiles
+from .hits import CODE_DTYPE, HIT_RESULT_BYTES, STATIC, AspectHits
+from .kernels import HIT_BYTES, HIT_CELL_BYTES, HitKernel, Layout, movement
+from .monitor import VectorizedPerformanceMonitor
+from .pool import ArrayPool
+from .scoring import SCORE_METHODS, DiscepoloScorer, WeightedScorer
+from .topk import TopK, merge_top_k, select_top_k
+
+Progress = Callable[[int, int], None]
+FloatArray = npt.NDArray[np.float64]
+
+OPERATIONS: tuple[str, ...] = ("synastry", "natal", "scores", "top_k")
+# Temporaries per chart pair of top-k selection beyond the scores: partition copy, masks, cumsum (int64).
+TOP_K_CELL_BYTES = 8 + 8 + 3
+
+
+class MemoryOptimizedVectorizedCalculator:
+    """Natal and synastry aspects, compatibility scores and top-k matching over many charts.
+
+    Longitudes are (charts, points) arrays in degrees, [0, 360); speeds, when given, are degrees per day of the
+    same shape. Columns are named by ``points`` (default: a prefix of :data:`STANDARD_POINTS`). Work is split into
+    chunks whose temporaries fit ``working_memory_mb`` (``chunk_size`` fixes the rows per chunk instead), and
+    ``progress(done, total)`` is called after each chunk.
+    """
+
+    def __init__(
+        self,
+        config: AspectConfig | Mapping[str, float] | None = None,
+        backend: str | Backend = "auto",
+        working_memory_mb: float = 256,
+        chunk_size: int | None = None,
+        progress: Progress | None = None,
+        monitor: VectorizedPerformanceMonitor | None = None,
+        points: Sequence[str] | None = None,
+    ) -> None:
+        if config is None:
+            config = AspectConfig()
+        elif not isinstance(config, AspectConfig):
+            config = AspectConfig.from_orbs(config)
+        self.config = config
+        self.backend = backend if isinstance(backend, Backend) else get_backend(backend)
+        self.xp = self.backend.xp
+        self.working_memory_mb = validation.positive_number("working_memory_mb", working_memory_mb)
+        self.chunk_size = validation.positive_int("chunk_size", chunk_size, allow_none=True)
+        if progress is not None and not callable(progress):
+            raise ValueError("progress: expected a callable progress(done, total)")
+        self.progress = progress
+        self.points = None if points is None else tuple(points)
+        self.pool = ArrayPool(self.xp)
+        self.monitor = monitor or VectorizedPerformanceMonitor(self.backend)
+        self._kernels: dict[tuple[tuple[str, ...], str], HitKernel] = {}
+        self._scorers: dict[tuple[tuple[str, ...], str], Any] = {}
+
+    # -- public operations -------------------------------------------------------------------------------------
+
+    def synastry(
+        self,
+        lon_a: Any,
+        lon_b: Any,
+        speed_a: Any = None,
+        speed_b: Any = None,
+        points: Sequence[str] | None = None,
+    ) -> AspectHits:
+        """Aspects between every chart of ``lon_a`` (N, P) and every chart of ``lon_b`` (M, P): p1 from a, p2
+        from b, all P×P ordered point pairs. A side without speeds counts as standing still."""
+        a = validation.longitudes("lon_a", lon_a)
+        b = validation.longitudes("lon_b", lon_b)
+        validation.same_points("lon_a", a, "lon_b", b)
+        sa = validation.speeds("speed_a", speed_a, a.shape)
+        sb = validation.speeds("speed_b", speed_b, b.shape)
+        names = self._points(points, a.shape[1])
+        kernel = self._hit_kernel(names, "all")
+        plan = self._plan(a.shape[0], b.shape[0], kernel.layout.size * self._hit_cell_bytes(kernel))
+        xp = self.xp
+        xa, xb = self.backend.asarray(a), self.backend.asarray(b)
+        parts = []
+        with self.monitor.timer("synastry"):
+            for rows, cols in self._chunks(plan):
+                shape = (rows.stop - rows.start, cols.stop - cols.start, a.shape[1], a.shape[1])
+                with self.pool.borrow(shape, np.float64) as diff:
+                    xp.subtract(xa[rows, None, :, None], xb[None, cols, None, :], out=diff)
+                    xp.abs(diff, out=diff)
+                    self.monitor.sample()
+                    columns = kernel.extract(self.pool, diff.reshape(shape[0], shape[1], -1), rows.start, cols.start)
+                parts.append(self._finish(columns, kernel, xa, xb, sa, sb, natal=False, names=names))
+        return self._collect(parts, names, natal=False)
+
+    def natal(self, lon: Any, speed: Any = None, points: Sequence[str] | None = None) -> AspectHits:
+        """Aspects within each chart of ``lon`` (N, P), point pairs p1 < p2 only."""
+        a = validation.longitudes("lon", lon)
+        s = validation.speeds("speed", speed, a.shape)
+        names = self._points(points, a.shape[1])
+        kernel = self._hit_kernel(names, "upper")
+        plan = self._plan(a.shape[0], 1, kernel.layout.size * self._hit_cell_bytes(kernel))
+        xp = self.xp
+        xa = self.backend.asarray(a)
+        parts = []
+        with self.monitor.timer("natal"):
+            for rows, _ in self._chunks(plan):
+                chunk = xa[rows]
+                shape = (chunk.shape[0], 1, kernel.layout.size)
+                with self.pool.borrow(shape, np.float64) as diff:
+                    xp.subtract(chunk[:, kernel.p1], chunk[:, kernel.p2], out=diff.reshape(shape[0], -1))
+                    xp.abs(diff, out=diff)
+                    columns = kernel.extract(self.pool, diff, rows.start, 0)
+                parts.append(self._finish(columns, kernel, xa, xa, s, s, natal=True, names=names))
+        return self._collect(parts, names, natal=True)
+
+    def paired_synastry(
+        self,
+        lon_a: Any,
+        lon_b: Any,
+        speed_a: Any = None,
+        speed_b: Any = None,
+        points: Sequence[str] | None = None,
+    ) -> AspectHits:
+        """Aspects between chart ``n`` of ``lon_a`` and chart ``n`` of ``lon_b`` only (``i == j == n``)."""
+        a = validation.longitudes("lon_a", lon_a)
+        b = validation.longitudes("lon_b", lon_b)
+        validation.same_points("lon_a", a, "lon_b", b)
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(f"lon_a has {a.shape[0]} charts but lon_b has {b.shape[0]}; pairs need equal counts")
+        sa = validation.speeds("speed_a", speed_a, a.shape)
+        sb = validation.speeds("speed_b", speed_b, b.shape)
+        names = self._points(points, a.shape[1])
+        kernel = self._hit_kernel(names, "all")
+        plan = self._plan(a.shape[0], 1, kernel.layout.size * self._hit_cell_bytes(kernel))
+        xp = self.xp
+        xa, xb = self.backend.asarray(a), self.backend.asarray(b)
+        parts = []
+        with self.monitor.timer("paired_synastry"):
+            for rows, _ in self._chunks(plan):
+                p = a.shape[1]
+                shape = (rows.stop - rows.start, p, p)
+                with self.pool.borrow(shape, np.float64) as diff:
+                    xp.subtract(xa[rows, :, None], xb[rows, None, :], out=diff)
+                    xp.abs(diff, out=diff)
+                    columns = kernel.extract(self.pool, diff.reshape(shape[0], 1, -1), rows.start, 0)
+                columns["j"] = columns["i"]
+                parts.append(self._finish(columns, kernel, xa, xb, sa, sb, natal=False, names=names))
+        return self._collect(parts, names, natal=False)
+
+    def calculate_large_batch_aspects(
+        self, chart_pairs: Sequence[tuple[Any, Any]], points: Sequence[str] | None = None
+    ) -> AspectHits:
+        """The seed system's pair-list input: ``[(lon_a, lon_b), ...]`` of 1-D longitude arrays, one synastry per
+        pair, vectorised as :meth:`paired_synastry` (``i == j`` is the pair's position in the list)."""
+        pairs = list(chart_pairs)
+        if not pairs:
+            raise ValueError("chart_pairs: at least one (lon_a, lon_b) pair is required")
+        try:
+            firsts = [np.asarray(pair[0], dtype=np.float64) for pair in pairs]
+            seconds = [np.asarray(pair[1], dtype=np.float64) for pair in pairs]
+            lon_a, lon_b = np.stack(firsts), np.stack(seconds)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"chart_pairs: expected (lon_a, lon_b) pairs of equal-length 1-D arrays ({exc})") from exc
+        return self.paired_synastry(lon_a, lon_b, points=points)
+
+    def scores(
+        self,
+        lon_a: Any,
+        lon_b: Any,
+        method: str = "discepolo",
+        points: Sequence[str] | None = None,
+    ) -> npt.NDArray[Any]:
+        """Compatibility score of every chart of ``lon_a`` against every chart of ``lon_b``: an (N, M) array,
+        int16 for ``"discepolo"``, float64 for ``"weighted"`` (see :mod:`aspects_app.engine.scoring`)."""
+        a, b, names = self._score_inputs(lon_a, lon_b, method, points)
+        dtype = np.int16 if method == "discepolo" else np.float64
+        result = np.empty((a.shape[0], b.shape[0]), dtype=dtype)
+        plan = self._plan(a.shape[0], b.shape[0], self._score_cell_bytes(method, a.shape[1]))
+        xa, xb = self.backend.asarray(a), self.backend.asarray(b)
+        with self.monitor.timer(f"scores_{method}"):
+            for rows, cols in self._chunks(plan):
+                with self._score_block(method, names, xa, xb, rows, cols) as block:
+                    result[rows, cols] = self.backend.to_numpy(block)
+        return result
+
+    def top_k(
+        self,
+        lon_a: Any,
+        lon_b: Any = None,
+        k: int = 10,
+        method: str = "discepolo",
+        points: Sequence[str] | None = None,
+        exclude_self: bool = False,
+    ) -> TopK:
+        """The ``k`` best partners in ``lon_b`` of every chart of ``lon_a`` by score, best first, ties to the lower
+        index. ``lon_b=None`` matches ``lon_a`` against itself; ``exclude_self`` drops each chart's own column
+        (for one population on both sides). ``k`` is capped at the number of candidates."""
+        k_checked = validation.positive_int("k", k)
+        assert k_checked is not None
+        if lon_b is None:
+            lon_b = lon_a
+        a, b, names = self._score_inputs(lon_a, lon_b, method, points)
+        if exclude_self and a.shape[0] != b.shape[0]:
+            raise ValueError("exclude_self: both sides must be the same population (equal chart counts)")
+        k_eff = min(k_checked, b.shape[0] - (1 if exclude_self else 0))
+        score_dtype = np.int16 if method == "discepolo" else np.float64
+        if k_eff <= 0:
+            return TopK(np.empty((a.shape[0], 0), score_dtype), np.empty((a.shape[0], 0), np.int64), self.backend.name)
+        plan = self._plan(a.shape[0], b.shape[0], self._score_cell_bytes(method, a.shape[1]) + TOP_K_CELL_BYTES)
+        xp = self.xp
+        xa, xb = self.backend.asarray(a), self.backend.asarray(b)
+        indices = np.empty((a.shape[0], k_eff), dtype=np.int64)
+        values = np.empty((a.shape[0], k_eff), dtype=score_dtype)
+        # +1: the value must survive negation in the descending sort.
+        lowest = np.iinfo(np.int16).min + 1 if method == "discepolo" else -np.inf
+        with self.monitor.timer(f"top_k_{method}"):
+            best: tuple[Any, Any] | None = None
+            for rows, cols in self._chunks(plan):
+                with self._score_block(method, names, xa, xb, rows, cols) as block:
+                    if exclude_self:
+                        row_ids = xp.arange(rows.start, rows.stop)[:, None]
+                        col_ids = xp.arange(cols.start, cols.stop)[None, :]
+                        block[row_ids == col_ids] = lowest
+                    index, score = select_top_k(xp, block, k_eff)
+                best = merge_top_k(xp, best, (index + cols.start, score), k_eff)
+                if cols.stop == b.shape[0]:  # the row block is complete
+                    indices[rows] = self.backend.to_numpy(best[0])
+                    values[rows] = self.backend.to_numpy(best[1])
+                    best = None
+        return TopK(scores=values, indices=indices, backend=self.backend.name)
+
+    def estimate_memory_usage(
+        self,
+        num_charts1: int,
+        num_charts2: int | None = None,
+        num_planets: int = 10,
+        operation: str = "synastry",
+        method: str = "discepolo",
+    ) -> dict[str, Any]:
+        """The memory plan of an operation without running it.
+
+        ``unchunked_bytes`` is what one broadcast over all chart pairs would hold in temporaries, ``chunked_bytes``
+        the peak of this calculator's chunks, ``memory_savings_percent`` the difference, ``chunk_rows`` the rows
+        per chunk; ``result_bytes`` the expected result size (hits from the orbs' coverage of the circle).
+        """
+        n1 = validation.positive_int("num_charts1", num_charts1)
+        n2 = n1 if num_charts2 is None else validation.positive_int("num_charts2", num_charts2)
+        p = validation.positive_int("num_planets", num_planets)
+        assert n1 is not None and n2 is not None and p is not None
+        if operation not in OPERATIONS:
+            raise ValueError(f"operation: unknown operation {operation!r}; choose one of {', '.join(OPERATIONS)}")
+        names = self._points(None, p) if p <= 13 else tuple(f"P{n}" for n in range(p))
+        hit_fraction = None
+        if operation in ("synastry", "natal"):
+            kernel = self._hit_kernel(names, "all" if operation == "synastry" else "upper")
+            cols = n2 if operation == "synastry" else 1
+            cell = kernel.layout.size * self._hit_cell_bytes(kernel)
+            hit_fraction = self._hit_fraction(kernel)
+            result = n1 * cols * kernel.layout.size * hit_fraction * HIT_RESULT_BYTES
+        else:
+            self._check_method(method)
+            cols = n2
+            cell = self._score_cell_bytes(method, p) + (TOP_K_CELL_BYTES if operation == "top_k" else 0)
+            result = n1 * (10 * 16 if operation == "top_k" else n2 * (2 if method == "discepolo" else 8))
+        plan = self._plan(n1, cols, cell)
+        unchunked = n1 * cols * cell
+        chunked = min(plan.chunk_bytes, unchunked)
+        return {
+            "operation": operation,
+            "num_charts1": n1,
+            "num_charts2": n2 if operation != "natal" else None,
+            "num_planets": p,
+            "backend": self.backend.name,
+            "working_memory_mb": self.working_memory_mb,
+            "bytes_per_chart_pair": cell,
+            "unchunked_bytes": int(unchunked),
+            "unchunked_mb": unchunked / MIB,
+            "chunked_bytes": int(chunked),
+            "chunked_mb": chunked / MIB,
+            "memory_savings_percent": 100.0 * (1.0 - chunked / unchunked) if unchunked else 0.0,
+            "chunk_rows": plan.rows_per_chunk,
+            "chunk_cols": plan.cols_per_chunk,
+            "chunks": plan.chunks,
+            "expected_hit_fraction": hit_fraction,
+            "result_bytes": int(result),
+        }
+
+    def close(self) -> None:
+        """Free pooled buffers and device memory pools."""
+        self.pool.clear()
+        self.backend.free_pools()
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    def _points(self, points: Sequence[str] | None, num_points: int) -> tuple[str, ...]:
+        names = resolve_points(points if points is not None else self.points, num_points)
+        self.config.check_points(names)
+        return names
+
+    def _hit_kernel(self, names: tuple[str, ...], kind: str) -> HitKernel:
+        key = (names, kind)
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            layout = Layout.all_pairs(len(names)) if kind == "all" else Layout.upper_pairs(len(names))
+            pairs = [(names[x], names[y]) for x, y in zip(layout.p1, layout.p2, strict=True)]
+            classifier = AspectClassifier(OrbProfiles.build(self.config, pairs))
+            kernel = self._kernels[key] = HitKernel(self.xp, classifier, layout)
+        return kernel
+
+    def _hit_fraction(self, kernel: HitKernel) -> float:
+        """Share of point pairs expected to form an aspect, for longitudes spread evenly round the circle."""
+        table = kernel.classifier.table
+        hits = (table != NO_ASPECT).mean(axis=1)  # ambiguous buckets count as hits, an upper bound
+        weights = np.bincount(kernel.classifier.profiles.pair_profile, minlength=table.shape[0])
+        return float((hits * weights).sum() / weights.sum())
+
+    def _hit_cell_bytes(self, kernel: HitKernel) -> float:
+        return HIT_CELL_BYTES + self._hit_fraction(kernel) * HIT_BYTES
+
+    def _score_cell_bytes(self, method: str, num_points: int) -> float:
+        if method == "discepolo":
+            return DiscepoloScorer.CELL_BYTES
+        return num_points * num_points * WeightedScorer.CELL_BYTES + 8
+
+    def _plan(self, rows: int, cols: int, bytes_per_cell: float) -> ChunkPlan:
+        budget = int(self.working_memory_mb * MIB)
+        if self.backend.is_gpu:
+            free = self.backend.free_device_bytes()
+            if free is not None:
+                budget = min(budget, int(free * 0.8))  # leave room for the pool's fragmentation
+        return ChunkPlan.make(rows, cols, bytes_per_cell, budget, self.chunk_size)
+
+    def _chunks(self, plan: ChunkPlan) -> Iterator[tuple[slice, slice]]:
+        total = plan.rows * plan.cols
+        done = 0
+        for rows, cols in plan:
+            yield rows, cols
+            done += (rows.stop - rows.start) * (cols.stop - cols.start)
+            self.monitor.count("chunks")
+            if self.progress is not None:
+                self.progress(done, total)
+
+    def _finish(
+        self,
+        columns: dict[str, Any],
+        kernel: HitKernel,
+        xa: Any,
+        xb: Any,
+        sa: FloatArray | None,
+        sb: FloatArray | None,
+        natal: bool,
+        names: tuple[str, ...],
+    ) -> AspectHits:
+        """Movement for a chunk's hits, and the columns moved to the host."""
+        xp = self.xp
+        to_host = self.backend.to_numpy
+        if sa is None and sb is None:
+            moves = np.full(columns["aspect"].shape, STATIC, dtype=CODE_DTYPE)
+        else:
+            i, j = columns["i"], columns["j"]
+            p1, p2 = kernel.p1[columns["pair"]], kernel.p2[columns["pair"]]
+            zeros = np.zeros_like(sa if sa is not None else sb)
+            speed_a = self.backend.asarray(sa if sa is not None else zeros)
+            speed_b = self.backend.asarray(sb if sb is not None else zeros)
+            rows_b = i if natal else j
+            moves = to_host(
+                movement(xp, xa[i, p1], xb[rows_b, p2], speed_a[i, p1], speed_b[rows_b, p2], columns["aspect"])
+            )
+        return AspectHits(
+            i=to_host(columns["i"]),
+            j=None if natal else to_host(columns["j"]),
+            p1=to_host(columns["p1"]),
+            p2=to_host(columns["p2"]),
+            aspect=to_host(columns["aspect"]),
+            orb=to_host(columns["orb"]),
+            movement=moves,
+            points=names,
+            backend=self.backend.name,
+        )
+
+    def _collect(self, parts: list[AspectHits], names: tuple[str, ...], natal: bool) -> AspectHits:
+        hits = AspectHits.concatenate(parts, names, natal, self.backend.name)
+        self.monitor.count("hits", len(hits))
+        return hits
+
+    def _check_method(self, method: str) -> None:
+        if method not in SCORE_METHODS:
+            raise ValueError(f"method: unknown scoring method {method!r}; choose one of {', '.join(SCORE_METHODS)}")
+
+    def _score_inputs(
+        self, lon_a: Any, lon_b: Any, method: str, points: Sequence[str] | None
+    ) -> tuple[FloatArray, FloatArray, tuple[str, ...]]:
+        self._check_method(method)
+        a = validation.longitudes("lon_a", lon_a)
+        b = validation.longitudes("lon_b", lon_b)
+        validation.same_points("lon_a", a, "lon_b", b)
+        return a, b, self._points(points, a.shape[1])
+
+    @contextmanager
+    def _score_block(
+        self, method: str, names: tuple[str, ...], xa: Any, xb: Any, rows: slice, cols: slice
+    ) -> Iterator[Any]:
+        """A pooled (rows, cols) block of scores, valid inside the ``with`` only."""
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        if method == "discepolo":
+            scorer = self._scorers.get((names, method))
+            if scorer is None:
+                scorer = self._scorers[(names, method)] = DiscepoloScorer(self.xp, names)
+            with self.pool.borrow(shape, np.int16) as block:
+                scorer.score_into(self.pool, xa[rows], xb[cols], block)
+                self.monitor.sample()
+                yield block
+            return
+        kernel = self._hit_kernel(names, "all")
+        scorer = self._scorers.get((names, method))
+        if scorer is None:
+            scorer = self._scorers[(names, method)] = WeightedScorer(self.xp, self.config, names, kernel)
+        p = len(names)
+        with self.pool.borrow((*shape, p, p), np.float64) as diff, self.pool.borrow(shape, np.float64) as block:
+            self.xp.subtract(xa[rows, None, :, None], xb[None, cols, None, :], out=diff)
+            self.xp.abs(diff, out=diff)
+            scorer.score_into(self.pool, diff.reshape(shape[0], shape[1], -1), block)
+            self.monitor.sample()
+            yield block
+
+
+@contextmanager
+def memory_optimized_processing(
+    chunk_size: int | None = 100, **kwargs: Any
+) -> Iterator[tuple[MemoryOptimizedVectorizedCalculator, VectorizedPerformanceMonitor]]:
+    """A calculator and its monitor for a block of work; pools are freed and garbage collected on exit, even
+    when the block raises. Keyword arguments go to the calculator."""
+    calculator = MemoryOptimizedVectorizedCalculator(chunk_size=chunk_size, **kwargs)
+    try:
+        yield calculator, calculator.monitor
+    finally:
+        calculator.close()
+        gc.collect()

@@ -1,0 +1,135 @@
+"""Columnar aspect results: one NumPy array per field, converted to records or JSON on demand."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .aspects import ASPECT_NAMES
+
+MOVEMENTS: tuple[str, ...] = ("static", "applying", "separating")
+STATIC, APPLYING, SEPARATING = 0, 1, 2
+
+INDEX_DTYPE = np.int32  # chart indices: 2**31 charts per side is beyond any user base
+CODE_DTYPE = np.uint8  # point, aspect and movement codes
+# Bytes per hit in the result: i, j (int32), p1, p2, aspect (uint8), orb (float64), movement (uint8).
+HIT_RESULT_BYTES = 4 + 4 + 1 + 1 + 1 + 8 + 1
+
+
+@dataclass(frozen=True)
+class AspectHits:
+    """Aspects found between points, one entry per (chart pair, point pair) that forms an aspect.
+
+    ``i`` (and ``j`` for synastry; None for natal) index the charts; ``p1``/``p2`` index ``points``; ``aspect``
+    indexes :data:`ASPECT_NAMES`; ``orb`` is ``|separation - angle|`` in degrees; ``movement`` indexes
+    :data:`MOVEMENTS`. Entries are ordered by ``i``, then ``j``, then ``p1``, then ``p2``.
+    """
+
+    i: npt.NDArray[np.int32]
+    j: npt.NDArray[np.int32] | None
+    p1: npt.NDArray[np.uint8]
+    p2: npt.NDArray[np.uint8]
+    aspect: npt.NDArray[np.uint8]
+    orb: npt.NDArray[np.float64]
+    movement: npt.NDArray[np.uint8]
+    points: tuple[str, ...]
+    backend: str = "numpy"
+
+    def __len__(self) -> int:
+        return int(self.i.shape[0])
+
+    @property
+    def kind(self) -> str:
+        return "natal" if self.j is None else "synastry"
+
+    @classmethod
+    def empty(cls, points: Sequence[str], natal: bool, backend: str = "numpy") -> AspectHits:
+        index = np.empty(0, dtype=INDEX_DTYPE)
+        code = np.empty(0, dtype=CODE_DTYPE)
+        return cls(
+            i=index,
+            j=None if natal else index.copy(),
+            p1=code,
+            p2=code.copy(),
+            aspect=code.copy(),
+            orb=np.empty(0, dtype=np.float64),
+            movement=code.copy(),
+            points=tuple(points),
+            backend=backend,
+        )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[AspectHits], points: Sequence[str], natal: bool, backend: str) -> AspectHits:
+        if not parts:
+            return cls.empty(points, natal, backend)
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            i=np.concatenate([p.i for p in parts]),
+            j=None if natal else np.concatenate([p.j for p in parts if p.j is not None]),
+            p1=np.concatenate([p.p1 for p in parts]),
+            p2=np.concatenate([p.p2 for p in parts]),
+            aspect=np.concatenate([p.aspect for p in parts]),
+            orb=np.concatenate([p.orb for p in parts]),
+            movement=np.concatenate([p.movement for p in parts]),
+            points=tuple(points),
+            backend=backend,
+        )
+
+    def select(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> AspectHits:
+        """The entries picked by a boolean mask or index array (e.g. ``hits.select(hits.i == 3)``)."""
+        return AspectHits(
+            i=self.i[mask],
+            j=None if self.j is None else self.j[mask],
+            p1=self.p1[mask],
+            p2=self.p2[mask],
+            aspect=self.aspect[mask],
+            orb=self.orb[mask],
+            movement=self.movement[mask],
+            points=self.points,
+            backend=self.backend,
+        )
+
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The columns as a dict of arrays (for ``np.savez`` or a DataFrame)."""
+        columns: dict[str, npt.NDArray[Any]] = {"i": self.i}
+        if self.j is not None:
+            columns["j"] = self.j
+        columns.update(p1=self.p1, p2=self.p2, aspect=self.aspect, orb=self.orb, movement=self.movement)
+        return columns
+
+    def to_records(self, point_names: bool = False) -> list[dict[str, Any]]:
+        """One dict per hit: ``i`` (``j``), ``p1``, ``p2`` (indices, or names with ``point_names``), ``aspect``
+        and ``movement`` names, ``orb`` in degrees."""
+        aspect_names = np.asarray(ASPECT_NAMES, dtype=object)[self.aspect]
+        movement_names = np.asarray(MOVEMENTS, dtype=object)[self.movement]
+        if point_names:
+            names = np.asarray(self.points, dtype=object)
+            p1: list[Any] = names[self.p1].tolist()
+            p2: list[Any] = names[self.p2].tolist()
+        else:
+            p1, p2 = self.p1.tolist(), self.p2.tolist()
+        columns: dict[str, list[Any]] = {"i": self.i.tolist()}
+        if self.j is not None:
+            columns["j"] = self.j.tolist()
+        columns.update(
+            p1=p1,
+            p2=p2,
+            aspect=aspect_names.tolist(),
+            orb=self.orb.tolist(),
+            movement=movement_names.tolist(),
+        )
+        keys = list(columns)
+        return [dict(zip(keys, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+    def to_json(self, point_names: bool = True) -> str:
+        return json.dumps(self.to_records(point_names=point_names))
+
+    def counts_by_aspect(self) -> dict[str, int]:
+        counts = np.bincount(self.aspect, minlength=len(ASPECT_NAMES))
+        return {name: int(n) for name, n in zip(ASPECT_NAMES, counts, strict=True) if n}

@@ -1,0 +1,144 @@
+"""Per-chunk kernels in the ``xp`` style: longitude differences in, reduced hits out.
+
+A chunk's temporaries are borrowed from the pool; what leaves a kernel (hit columns) is a fresh array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .aspects import ASPECT_NAMES
+from .classify import AMBIGUOUS, ANGLES, BUCKETS_PER_DEGREE, NO_ASPECT, AspectClassifier, match_aspects, separation
+from .hits import APPLYING, CODE_DTYPE, INDEX_DTYPE, SEPARATING, STATIC
+from .pool import ArrayPool
+
+# kerykeion's movement rule: look 0.001 day ahead; below these thresholds the aspect is static.
+LOOKAHEAD_DAYS = 0.001
+STATIC_RELATIVE_SPEED = 1e-9
+STATIC_CHANGE = 1e-6
+
+# Bytes of temporaries per cell (one point pair of one chart pair) while a hit chunk runs:
+# |Δλ| float64 (8) + bucket index intp (8) + code int8 (1) + mask bool (1).
+HIT_CELL_BYTES = 18
+# Per hit while the hit columns are gathered: flat index, a, sep, orb and the divmod intermediates (8 bytes each,
+# at most ~7 alive at once) plus the compact output columns (4 + 4 + 1 + 1 + 1 + 8 + 1).
+HIT_BYTES = 7 * 8 + 20
+
+
+@dataclass
+class Layout:
+    """Which point pairs a chunk's last axis holds: ``p1[n]``, ``p2[n]`` for pair ``n``."""
+
+    p1: np.ndarray[Any, Any]
+    p2: np.ndarray[Any, Any]
+
+    @classmethod
+    def all_pairs(cls, num_points: int) -> Layout:
+        p1, p2 = np.divmod(np.arange(num_points * num_points), num_points)
+        return cls(p1=p1.astype(np.intp), p2=p2.astype(np.intp))
+
+    @classmethod
+    def upper_pairs(cls, num_points: int) -> Layout:
+        p1, p2 = np.triu_indices(num_points, k=1)
+        return cls(p1=p1.astype(np.intp), p2=p2.astype(np.intp))
+
+    @property
+    def size(self) -> int:
+        return int(self.p1.shape[0])
+
+
+class HitKernel:
+    """The classifier's tables moved to one backend, and the hit extraction that uses them."""
+
+    def __init__(self, xp: Any, classifier: AspectClassifier, layout: Layout) -> None:
+        self.xp = xp
+        self.classifier = classifier
+        self.layout = layout
+        self.table = xp.asarray(classifier.table.ravel())
+        self.pair_offset = None if classifier.single_profile else xp.asarray(classifier.pair_offset)
+        self.pair_profile = xp.asarray(classifier.profiles.pair_profile)
+        self.lo = xp.asarray(classifier.profiles.lo)
+        self.hi = xp.asarray(classifier.profiles.hi)
+        self.angles = xp.asarray(ANGLES)
+        self.p1 = xp.asarray(layout.p1)
+        self.p2 = xp.asarray(layout.p2)
+
+    def codes_into(self, a: Any, index: Any, codes: Any) -> None:
+        """Table codes (maybe AMBIGUOUS) for ``a = |Δλ|`` of shape (..., pairs), written into ``codes``."""
+        xp = self.xp
+        # Casting the product straight into the integer buffer truncates, which is floor for a >= 0.
+        xp.multiply(a, BUCKETS_PER_DEGREE, out=index, casting="unsafe")
+        if self.pair_offset is not None:
+            xp.add(index, self.pair_offset, out=index)
+        take_into(xp, self.table, index, codes)
+
+    def resolve(self, a: Any, codes: Any, pair: Any) -> Any:
+        """Exact codes for the 1-D selection ``a``/``codes``/``pair`` whose table entries were ambiguous."""
+        xp = self.xp
+        ambiguous = xp.nonzero(codes == AMBIGUOUS)[0]
+        if int(ambiguous.shape[0]) == 0:
+            return codes
+        profile = self.pair_profile[pair[ambiguous]]
+        codes[ambiguous] = match_aspects(xp, separation(xp, a[ambiguous]), self.lo[profile], self.hi[profile])
+        return codes
+
+    def extract(self, pool: ArrayPool, a: Any, row_offset: int, col_offset: int) -> dict[str, Any]:
+        """Hit columns from ``a = |Δλ|`` of shape (rows, cols, pairs); indices offset to the whole problem.
+
+        ``a`` may be overwritten. Returned columns are fresh arrays on the backend.
+        """
+        xp = self.xp
+        _rows, cols, pairs = a.shape
+        with pool.borrow(a.shape, np.intp) as index, pool.borrow(a.shape, np.int8) as codes:
+            self.codes_into(a, index, codes)
+            with pool.borrow(a.shape, np.bool_) as mask:
+                xp.not_equal(codes, NO_ASPECT, out=mask)
+                flat = xp.flatnonzero(mask)
+            hit_a = a.reshape(-1)[flat]
+            hit_code = codes.reshape(-1)[flat]
+        chart_pair, pair = xp.divmod(flat, pairs)
+        del flat
+        hit_code = self.resolve(hit_a, hit_code, pair)
+        if self.classifier.table.min() == AMBIGUOUS:
+            keep = xp.nonzero(hit_code != NO_ASPECT)[0]
+            if int(keep.shape[0]) != int(hit_code.shape[0]):
+                hit_a, hit_code, chart_pair, pair = hit_a[keep], hit_code[keep], chart_pair[keep], pair[keep]
+        sep = separation(xp, hit_a)
+        del hit_a
+        orb = xp.abs(sep - self.angles[hit_code])
+        i, j = xp.divmod(chart_pair, cols)
+        return {
+            "i": (i + row_offset).astype(INDEX_DTYPE),
+            "j": (j + col_offset).astype(INDEX_DTYPE),
+            "pair": pair,
+            "p1": self.p1[pair].astype(CODE_DTYPE),
+            "p2": self.p2[pair].astype(CODE_DTYPE),
+            "aspect": hit_code.astype(CODE_DTYPE),
+            "orb": orb,
+        }
+
+
+def take_into(xp: Any, table: Any, index: Any, out: Any) -> None:
+    """``out[...] = table[index]`` without NumPy's buffered bounds check (indices are in range by construction)."""
+    if xp is np:
+        np.take(table, index, out=out, mode="clip")
+    else:
+        xp.take(table, index, out=out)
+
+
+def movement(xp: Any, lon1: Any, lon2: Any, speed1: Any, speed2: Any, aspect: Any) -> Any:
+    """kerykeion's applying/separating rule for aligned 1-D arrays; ``aspect`` holds aspect codes."""
+    angle = xp.asarray(ANGLES)[aspect.astype(np.intp)]
+    now = xp.abs(separation(xp, xp.abs(lon1 - lon2)) - angle)
+    ahead1 = xp.mod(lon1 + speed1 * LOOKAHEAD_DAYS, 360.0)
+    ahead2 = xp.mod(lon2 + speed2 * LOOKAHEAD_DAYS, 360.0)
+    later = xp.abs(separation(xp, xp.abs(ahead1 - ahead2)) - angle)
+    result = xp.where(later < now, APPLYING, SEPARATING).astype(CODE_DTYPE)
+    static = (xp.abs(speed1 - speed2) < STATIC_RELATIVE_SPEED) | (xp.abs(later - now) < STATIC_CHANGE)
+    return xp.where(static, xp.asarray(STATIC, dtype=CODE_DTYPE), result)
+
+
+ASPECT_INDEX = {name: k for k, name in enumerate(ASPECT_NAMES)}

@@ -1,0 +1,241 @@
+"""Compatibility scores between two charts, per chart pair.
+
+``"discepolo"`` reproduces kerykeion's RelationshipScoreFactory (Ciro Discepolo's method) exactly: synastry aspects
+under kerykeion's default orbs, major aspects only, between the Sun, Moon, Venus, Mars and (when present) the
+Ascendant of the two charts, plus 5 points when both Suns are in signs of the same quality:
+
+======================================================  =====================
+pair (either direction unless noted)                     points
+======================================================  =====================
+Sun–Sun conjunction, opposition, square                  11 if orb ≤ 2°, else 8
+Sun–Sun sextile, trine                                   4
+Sun–Moon conjunction                                     11 if orb ≤ 2°, else 8
+Sun–Moon opposition, square, trine, sextile              4
+Sun–Ascendant, Moon–Ascendant, Venus–Mars, any major     4
+======================================================  =====================
+
+``"weighted"`` is ours: every point pair of the two charts contributes
+``w(p1) · w(p2) · h(aspect) · (1 − orb / orb_max)`` under the calculator's own orbs, where ``w`` weighs personal
+points over generational ones (:data:`POINT_WEIGHTS`), ``h`` is positive for harmonious aspects and negative for
+hard ones (:data:`ASPECT_HARMONY`), and exact aspects count fully, fading linearly to nothing at the orb's edge.
+The sum is scaled by 100 / Σ w(p1)·w(p2), so it lies in [−100, 100] whatever the number of points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from .aspects import ASPECT_NAMES, KERYKEION_DEFAULT_ORBS, MAJOR_ASPECTS, AspectConfig
+from .classify import (
+    AMBIGUOUS,
+    ANGLES,
+    BUCKETS_PER_DEGREE,
+    NO_ASPECT,
+    OrbProfiles,
+    _bucket_table,
+    match_aspects,
+    separation,
+)
+from .kernels import take_into
+
+SCORE_METHODS: tuple[str, ...] = ("discepolo", "weighted")
+
+DESTINY_SIGN_POINTS = 5
+HIGH_PRECISION_ORB = 2.0
+MAJOR_HIGH_PRECISION = 11
+MAJOR_STANDARD = 8
+MINOR_POINTS = 4
+
+POINT_WEIGHTS: dict[str, float] = {
+    "Sun": 1.0,
+    "Moon": 1.0,
+    "Venus": 0.9,
+    "Mars": 0.8,
+    "Ascendant": 0.8,
+    "Mercury": 0.6,
+    "Jupiter": 0.5,
+    "Saturn": 0.5,
+    "Medium_Coeli": 0.4,
+    "Mean_Node": 0.4,
+    "Uranus": 0.2,
+    "Neptune": 0.2,
+    "Pluto": 0.2,
+}
+DEFAULT_POINT_WEIGHT = 0.3  # a point this table does not know (a host's own column)
+ASPECT_HARMONY: dict[str, float] = {
+    "conjunction": 0.6,
+    "semi-sextile": 0.2,
+    "semi-square": -0.3,
+    "sextile": 0.8,
+    "quintile": 0.4,
+    "square": -0.6,
+    "trine": 1.0,
+    "sesquiquadrate": -0.3,
+    "biquintile": 0.3,
+    "quincunx": -0.2,
+    "opposition": -0.4,
+}
+
+
+def _code(name: str) -> int:
+    return ASPECT_NAMES.index(name)
+
+
+@dataclass(frozen=True)
+class DiscepoloTerm:
+    """One (point of A, point of B) pair and the points each aspect code earns it: (precise, standard)."""
+
+    column_a: int
+    column_b: int
+    table: int  # which score table (sun_sun, sun_moon, any_major)
+
+
+def _points_by_code(rule: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Points per aspect code (index code + 1, so NO_ASPECT maps to slot 0): orb ≤ 2° and otherwise."""
+    precise = np.zeros(len(ASPECT_NAMES) + 1, dtype=np.int8)
+    standard = np.zeros(len(ASPECT_NAMES) + 1, dtype=np.int8)
+    for name in MAJOR_ASPECTS:
+        slot = _code(name) + 1
+        if rule == "sun_sun":
+            high = name in ("conjunction", "opposition", "square")
+            precise[slot] = MAJOR_HIGH_PRECISION if high else MINOR_POINTS
+            standard[slot] = MAJOR_STANDARD if high else MINOR_POINTS
+        elif rule == "sun_moon":
+            high = name == "conjunction"
+            precise[slot] = MAJOR_HIGH_PRECISION if high else MINOR_POINTS
+            standard[slot] = MAJOR_STANDARD if high else MINOR_POINTS
+        else:
+            precise[slot] = standard[slot] = MINOR_POINTS
+    return precise, standard
+
+
+RULES: tuple[str, ...] = ("sun_sun", "sun_moon", "any_major")
+
+
+class DiscepoloScorer:
+    """kerykeion's relationship score, table-driven and exact (ambiguous buckets resolved by the rule)."""
+
+    def __init__(self, xp: Any, points: Sequence[str]) -> None:
+        names = list(points)
+        for required in ("Sun", "Moon", "Venus", "Mars"):
+            if required not in names:
+                raise ValueError(f"points: the discepolo score needs {required!r}; columns are {names}")
+        col = names.index
+        pairs = [("Sun", "Sun", 0), ("Sun", "Moon", 1), ("Moon", "Sun", 1), ("Venus", "Mars", 2), ("Mars", "Venus", 2)]
+        if "Ascendant" in names:
+            pairs += [
+                ("Sun", "Ascendant", 2),
+                ("Ascendant", "Sun", 2),
+                ("Moon", "Ascendant", 2),
+                ("Ascendant", "Moon", 2),
+            ]
+        self.terms = [DiscepoloTerm(col(a), col(b), table) for a, b, table in pairs]
+        self.sun = col("Sun")
+        profile = OrbProfiles.build(AspectConfig(orbs=dict(KERYKEION_DEFAULT_ORBS)), [("", "")])
+        self.lo, self.hi = profile.lo[0], profile.hi[0]
+        precision_breaks = np.concatenate([ANGLES - HIGH_PRECISION_ORB, ANGLES + HIGH_PRECISION_ORB])
+        breakpoints = np.concatenate([self.lo, self.hi, precision_breaks])
+        self.precise = np.stack([_points_by_code(rule)[0] for rule in RULES])
+        self.standard = np.stack([_points_by_code(rule)[1] for rule in RULES])
+        tables = np.stack([_bucket_table(breakpoints, partial(self._exact_np, table=t)) for t in range(3)])
+        self.xp = xp
+        self.tables = [xp.asarray(t) for t in tables]
+        self.xp_lo, self.xp_hi = xp.asarray(self.lo), xp.asarray(self.hi)
+        self.xp_precise, self.xp_standard = xp.asarray(self.precise), xp.asarray(self.standard)
+        self.xp_angles = xp.asarray(ANGLES)
+
+    def _exact_np(self, sep: np.ndarray[Any, Any], table: int) -> np.ndarray[Any, Any]:
+        return np.asarray(self.exact(np, sep, table, self.lo, self.hi, self.precise, self.standard, ANGLES))
+
+    @staticmethod
+    def exact(xp: Any, sep: Any, table: int, lo: Any, hi: Any, precise: Any, standard: Any, angles: Any) -> Any:
+        code = match_aspects(xp, sep, lo, hi)
+        slot = code.astype(np.intp) + 1
+        orb = xp.abs(sep - angles[xp.maximum(code, 0).astype(np.intp)])
+        return xp.where(orb <= HIGH_PRECISION_ORB, precise[table][slot], standard[table][slot])
+
+    @staticmethod
+    def sun_quality(xp: Any, sun: Any) -> Any:
+        """0 cardinal, 1 fixed, 2 mutable: the sign's index modulo 3."""
+        return (xp.floor(sun / 30.0).astype(np.int8)) % 3
+
+    # Temporaries per chart pair: |Δλ| float64, bucket intp, points int8, running score int16.
+    CELL_BYTES = 8 + 8 + 1 + 2
+
+    def score_into(self, pool: Any, lon_a: Any, lon_b: Any, out: Any) -> None:
+        """Scores of every row of ``lon_a`` against every row of ``lon_b`` into ``out`` (rows_a, rows_b) int16."""
+        xp = self.xp
+        shape = (lon_a.shape[0], lon_b.shape[0])
+        out[...] = 0
+        with (
+            pool.borrow(shape, np.float64) as a,
+            pool.borrow(shape, np.intp) as index,
+            pool.borrow(shape, np.int8) as points,
+        ):
+            for term in self.terms:
+                xp.subtract(lon_a[:, term.column_a, None], lon_b[None, :, term.column_b], out=a)
+                xp.abs(a, out=a)
+                xp.multiply(a, BUCKETS_PER_DEGREE, out=index, casting="unsafe")
+                take_into(xp, self.tables[term.table], index, points)
+                ambiguous = xp.nonzero(points.reshape(-1) == AMBIGUOUS)[0]
+                if int(ambiguous.shape[0]):
+                    sep = separation(xp, a.reshape(-1)[ambiguous])
+                    exact = self.exact(
+                        xp, sep, term.table, self.xp_lo, self.xp_hi, self.xp_precise, self.xp_standard, self.xp_angles
+                    )
+                    points.reshape(-1)[ambiguous] = exact.astype(np.int8)
+                xp.add(out, points, out=out)
+        quality_a = self.sun_quality(xp, lon_a[:, self.sun])
+        quality_b = self.sun_quality(xp, lon_b[:, self.sun])
+        destiny = quality_a[:, None] == quality_b[None, :]
+        out += destiny.astype(np.int16) * DESTINY_SIGN_POINTS
+
+
+class WeightedScorer:
+    """The weighted harmony score described in the module docstring, under the calculator's orbs."""
+
+    def __init__(self, xp: Any, config: AspectConfig, points: Sequence[str], hit_kernel: Any) -> None:
+        self.xp = xp
+        self.kernel = hit_kernel  # a HitKernel over all point pairs
+        names = list(points)
+        weight = np.array([POINT_WEIGHTS.get(n, DEFAULT_POINT_WEIGHT) for n in names])
+        pair_weight = np.outer(weight, weight).ravel()
+        self.scale = 100.0 / float(pair_weight.sum())
+        harmony = np.array([ASPECT_HARMONY[n] for n in ASPECT_NAMES])
+        profiles = hit_kernel.classifier.profiles
+        orb_max = np.where(np.isfinite(profiles.lo), ANGLES - profiles.lo, np.nan)  # (profiles, 11)
+        # Per (profile, code) factor h / orb_max; an exact-zero orb (orb_max == 0) counts fully.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(orb_max > 0, harmony / orb_max, 0.0)
+        self.pair_weight = xp.asarray(pair_weight)
+        self.harmony = xp.asarray(harmony)
+        self.slope = xp.asarray(np.nan_to_num(slope))
+        self.pair_profile = xp.asarray(profiles.pair_profile)
+
+    CELL_BYTES = 8 + 8 + 1 + 8 + 8  # |Δλ|, bucket index, code, orb/contribution float64 ×2
+
+    def score_into(self, pool: Any, a: Any, out: Any) -> None:
+        """Scores from ``a = |Δλ|`` of shape (rows, cols, pairs) into ``out`` (rows, cols) float64."""
+        xp = self.xp
+        kernel = self.kernel
+        with pool.borrow(a.shape, np.intp) as index, pool.borrow(a.shape, np.int8) as codes:
+            kernel.codes_into(a, index, codes)
+            flat_codes = codes.reshape(-1)
+            ambiguous = xp.nonzero(flat_codes == AMBIGUOUS)[0]
+            if int(ambiguous.shape[0]):
+                pair = ambiguous % a.shape[-1]
+                flat_codes[ambiguous] = kernel.resolve(a.reshape(-1)[ambiguous], flat_codes[ambiguous], pair)
+            hit = codes != NO_ASPECT
+            code = xp.where(hit, codes, 0).astype(np.intp)
+            sep = separation(xp, a)
+            orb = xp.abs(sep - kernel.angles[code])
+            profile = self.pair_profile[None, None, :] if self.pair_profile.shape[0] > 1 else 0
+            slope = self.slope[profile, code] if not isinstance(profile, int) else self.slope[0][code]
+            contribution = (self.harmony[code] - slope * orb) * self.pair_weight
+            contribution = xp.where(hit, contribution, 0.0)
+            out[...] = contribution.sum(axis=-1) * self.scale
