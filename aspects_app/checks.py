@@ -9,8 +9,9 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from aspects_app.conf import get_config
+from aspects_app.engine.backend import BACKEND_NAMES
 
-BACKENDS = frozenset({"auto", "numpy", "numba", "cupy"})
+BACKENDS = frozenset(BACKEND_NAMES)
 
 
 @checks.register("aspects_app")

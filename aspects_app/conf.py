@@ -9,7 +9,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
-    # Compute backend: "auto" (CuPy if a GPU is usable, else Numba, else NumPy), "numpy", "numba" or "cupy".
+    # Compute backend: "auto" (CuPy if a GPU is usable, else NumPy), "numpy" or "cupy".
     "BACKEND": "auto",
     # Working-memory budget per chunk in MiB; decides how many rows a chunk holds (sklearn-style chunking).
     "WORKING_MEMORY_MB": 256,

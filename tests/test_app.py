@@ -30,7 +30,7 @@ def test_override_settings_clears_the_cache() -> None:
 
 
 def test_get_config_does_not_alias_defaults() -> None:
-    with override_settings(ASPECTS={"BACKEND": "numba"}):
+    with override_settings(ASPECTS={"BACKEND": "cupy"}):
         get_config()
     assert DEFAULTS["BACKEND"] == "auto"
 
@@ -64,7 +64,7 @@ def test_bad_values_are_reported(aspects: dict[str, Any], expected: list[str]) -
     [
         {},
         {"BACKEND": "numpy", "WORKING_MEMORY_MB": 64},
-        {"BACKEND": "numba", "WORKING_MEMORY_MB": 0.5},
+        {"BACKEND": "auto", "WORKING_MEMORY_MB": 0.5},
         {"BACKEND": "cupy", "ORBS": {"conjunction": 10}, "MAX_CHARTS_PER_REQUEST": 10},
     ],
 )

@@ -16,7 +16,7 @@ import numpy as np
 
 logger = logging.getLogger("aspects_app.engine")
 
-BACKEND_NAMES: tuple[str, ...] = ("auto", "numpy", "numba", "cupy")
+BACKEND_NAMES: tuple[str, ...] = ("auto", "numpy", "cupy")
 
 
 class BackendUnavailable(RuntimeError):
@@ -87,35 +87,16 @@ def _cupy_backend() -> Backend:
     return Backend("cupy", cupy)
 
 
-def _numba_backend() -> Backend:
-    try:
-        importlib.import_module("numba")
-    except Exception as exc:
-        raise BackendUnavailable(f"numba is not importable ({exc.__class__.__name__}: {exc})") from exc
-    return Backend("numba", np)
-
-
 def get_backend(name: str = "auto") -> Backend:
-    """The backend called ``name``; ``"auto"`` tries CuPy, then numba, then NumPy, logging why it fell back."""
+    """The backend called ``name``; ``"auto"`` takes CuPy when a GPU is usable, else NumPy, logging why."""
     if name == "numpy":
         return Backend("numpy", np)
     if name == "cupy":
         return _cupy_backend()
-    if name == "numba":
-        return _numba_backend()
     if name != "auto":
         raise ValueError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
-    reasons = []
-    for factory in (_cupy_backend, _numba_backend):
-        try:
-            backend = factory()
-        except BackendUnavailable as exc:
-            reasons.append(str(exc))
-            continue
-        backend.fallback_reason = "; ".join(reasons) or None
-        if reasons:
-            logger.info("backend auto: using %s (%s)", backend.name, backend.fallback_reason)
-        return backend
-    reason = "; ".join(reasons)
-    logger.info("backend auto: using numpy (%s)", reason)
-    return Backend("numpy", np, fallback_reason=reason)
+    try:
+        return _cupy_backend()
+    except BackendUnavailable as exc:
+        logger.info("backend auto: using numpy (%s)", exc)
+        return Backend("numpy", np, fallback_reason=str(exc))

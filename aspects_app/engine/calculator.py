@@ -14,8 +14,8 @@ from . import validation
 from .aspects import AspectConfig, resolve_points
 from .backend import Backend, get_backend
 from .chunking import MIB, ChunkPlan
-from .classify import NO_ASPECT, AspectClassifier, OrbProfiles
-from .hits import CODE_DTYPE, HIT_RESULT_BYTES, STATIC, AspectHits
+from .classify import AspectClassifier, OrbProfiles
+from .hits import HIT_RESULT_BYTES, STATIC, AspectHits, HitsBuilder
 from .kernels import HIT_BYTES, HIT_CELL_BYTES, HitKernel, Layout, movement
 from .monitor import VectorizedPerformanceMonitor
 from .pool import ArrayPool
@@ -26,6 +26,8 @@ Progress = Callable[[int, int], None]
 FloatArray = npt.NDArray[np.float64]
 
 OPERATIONS: tuple[str, ...] = ("synastry", "natal", "scores", "top_k")
+# Natal differences gather the second point's column into a temporary.
+NATAL_GATHER_BYTES = 8
 # Temporaries per chart pair of top-k selection beyond the scores: partition copy, masks, cumsum (int64).
 TOP_K_CELL_BYTES = 8 + 8 + 3
 
@@ -89,7 +91,7 @@ class MemoryOptimizedVectorizedCalculator:
         plan = self._plan(a.shape[0], b.shape[0], kernel.layout.size * self._hit_cell_bytes(kernel))
         xp = self.xp
         xa, xb = self.backend.asarray(a), self.backend.asarray(b)
-        parts = []
+        builder = self._builder(kernel, a.shape[0] * b.shape[0], names, natal=False)
         with self.monitor.timer("synastry"):
             for rows, cols in self._chunks(plan):
                 shape = (rows.stop - rows.start, cols.stop - cols.start, a.shape[1], a.shape[1])
@@ -98,8 +100,9 @@ class MemoryOptimizedVectorizedCalculator:
                     xp.abs(diff, out=diff)
                     self.monitor.sample()
                     columns = kernel.extract(self.pool, diff.reshape(shape[0], shape[1], -1), rows.start, cols.start)
-                parts.append(self._finish(columns, kernel, xa, xb, sa, sb, natal=False, names=names))
-        return self._collect(parts, names, natal=False)
+                self._append(builder, columns, kernel, xa, xb, sa, sb, natal=False)
+                del columns  # else this chunk's columns live on through the next chunk's peak
+        return self._collect(builder)
 
     def natal(self, lon: Any, speed: Any = None, points: Sequence[str] | None = None) -> AspectHits:
         """Aspects within each chart of ``lon`` (N, P), point pairs p1 < p2 only."""
@@ -107,20 +110,23 @@ class MemoryOptimizedVectorizedCalculator:
         s = validation.speeds("speed", speed, a.shape)
         names = self._points(points, a.shape[1])
         kernel = self._hit_kernel(names, "upper")
-        plan = self._plan(a.shape[0], 1, kernel.layout.size * self._hit_cell_bytes(kernel))
+        plan = self._plan(a.shape[0], 1, kernel.layout.size * (self._hit_cell_bytes(kernel) + NATAL_GATHER_BYTES))
         xp = self.xp
         xa = self.backend.asarray(a)
-        parts = []
+        builder = self._builder(kernel, a.shape[0], names, natal=True)
         with self.monitor.timer("natal"):
             for rows, _ in self._chunks(plan):
                 chunk = xa[rows]
                 shape = (chunk.shape[0], 1, kernel.layout.size)
                 with self.pool.borrow(shape, np.float64) as diff:
-                    xp.subtract(chunk[:, kernel.p1], chunk[:, kernel.p2], out=diff.reshape(shape[0], -1))
+                    flat = diff.reshape(shape[0], -1)
+                    xp.take(chunk, kernel.layout.p1, axis=1, out=flat)
+                    xp.subtract(flat, xp.take(chunk, kernel.layout.p2, axis=1), out=flat)
                     xp.abs(diff, out=diff)
                     columns = kernel.extract(self.pool, diff, rows.start, 0)
-                parts.append(self._finish(columns, kernel, xa, xa, s, s, natal=True, names=names))
-        return self._collect(parts, names, natal=True)
+                self._append(builder, columns, kernel, xa, xa, s, s, natal=True)
+                del columns  # else this chunk's columns live on through the next chunk's peak
+        return self._collect(builder)
 
     def paired_synastry(
         self,
@@ -143,7 +149,7 @@ class MemoryOptimizedVectorizedCalculator:
         plan = self._plan(a.shape[0], 1, kernel.layout.size * self._hit_cell_bytes(kernel))
         xp = self.xp
         xa, xb = self.backend.asarray(a), self.backend.asarray(b)
-        parts = []
+        builder = self._builder(kernel, a.shape[0], names, natal=False)
         with self.monitor.timer("paired_synastry"):
             for rows, _ in self._chunks(plan):
                 p = a.shape[1]
@@ -153,8 +159,9 @@ class MemoryOptimizedVectorizedCalculator:
                     xp.abs(diff, out=diff)
                     columns = kernel.extract(self.pool, diff.reshape(shape[0], 1, -1), rows.start, 0)
                 columns["j"] = columns["i"]
-                parts.append(self._finish(columns, kernel, xa, xb, sa, sb, natal=False, names=names))
-        return self._collect(parts, names, natal=False)
+                self._append(builder, columns, kernel, xa, xb, sa, sb, natal=False)
+                del columns  # else this chunk's columns live on through the next chunk's peak
+        return self._collect(builder)
 
     def calculate_large_batch_aspects(
         self, chart_pairs: Sequence[tuple[Any, Any]], points: Sequence[str] | None = None
@@ -263,7 +270,8 @@ class MemoryOptimizedVectorizedCalculator:
         if operation in ("synastry", "natal"):
             kernel = self._hit_kernel(names, "all" if operation == "synastry" else "upper")
             cols = n2 if operation == "synastry" else 1
-            cell = kernel.layout.size * self._hit_cell_bytes(kernel)
+            gather = 0 if operation == "synastry" else NATAL_GATHER_BYTES
+            cell = kernel.layout.size * (self._hit_cell_bytes(kernel) + gather)
             hit_fraction = self._hit_fraction(kernel)
             result = n1 * cols * kernel.layout.size * hit_fraction * HIT_RESULT_BYTES
         else:
@@ -317,11 +325,26 @@ class MemoryOptimizedVectorizedCalculator:
         return kernel
 
     def _hit_fraction(self, kernel: HitKernel) -> float:
-        """Share of point pairs expected to form an aspect, for longitudes spread evenly round the circle."""
-        table = kernel.classifier.table
-        hits = (table != NO_ASPECT).mean(axis=1)  # ambiguous buckets count as hits, an upper bound
-        weights = np.bincount(kernel.classifier.profiles.pair_profile, minlength=table.shape[0])
-        return float((hits * weights).sum() / weights.sum())
+        """Share of point pairs expected to form an aspect when longitudes spread evenly round the circle (the
+        separation is then uniform on [0°, 180°]): the length of the union of the orb intervals over 180°."""
+        profiles = kernel.classifier.profiles
+        covered = np.empty(profiles.count)
+        for index in range(profiles.count):
+            active = np.isfinite(profiles.lo[index])
+            spans = sorted(
+                zip(
+                    np.clip(profiles.lo[index][active], 0, 180),
+                    np.clip(profiles.hi[index][active], 0, 180),
+                    strict=True,
+                )
+            )
+            length, reach = 0.0, 0.0
+            for lo, hi in spans:
+                length += max(0.0, hi - max(lo, reach))
+                reach = max(reach, hi)
+            covered[index] = length / 180.0
+        weights = np.bincount(profiles.pair_profile, minlength=profiles.count)
+        return float((covered * weights).sum() / weights.sum())
 
     def _hit_cell_bytes(self, kernel: HitKernel) -> float:
         return HIT_CELL_BYTES + self._hit_fraction(kernel) * HIT_BYTES
@@ -329,7 +352,7 @@ class MemoryOptimizedVectorizedCalculator:
     def _score_cell_bytes(self, method: str, num_points: int) -> float:
         if method == "discepolo":
             return DiscepoloScorer.CELL_BYTES
-        return num_points * num_points * WeightedScorer.CELL_BYTES + 8
+        return num_points * num_points * WeightedScorer.CELL_BYTES + 8  # + the (rows, cols) block
 
     def _plan(self, rows: int, cols: int, bytes_per_cell: float) -> ChunkPlan:
         budget = int(self.working_memory_mb * MIB)
@@ -349,8 +372,14 @@ class MemoryOptimizedVectorizedCalculator:
             if self.progress is not None:
                 self.progress(done, total)
 
-    def _finish(
+    def _builder(self, kernel: HitKernel, chart_pairs: int, names: tuple[str, ...], natal: bool) -> HitsBuilder:
+        # Sized for the expected hits (an upper bound for evenly spread longitudes): written once, in place.
+        expected = chart_pairs * kernel.layout.size * self._hit_fraction(kernel)
+        return HitsBuilder(int(expected * 1.02) + 4096, names, natal, self.backend.name)
+
+    def _append(
         self,
+        builder: HitsBuilder,
         columns: dict[str, Any],
         kernel: HitKernel,
         xa: Any,
@@ -358,37 +387,30 @@ class MemoryOptimizedVectorizedCalculator:
         sa: FloatArray | None,
         sb: FloatArray | None,
         natal: bool,
-        names: tuple[str, ...],
-    ) -> AspectHits:
-        """Movement for a chunk's hits, and the columns moved to the host."""
-        xp = self.xp
+    ) -> None:
+        """Movement for a chunk's hits, then the columns into the result."""
         to_host = self.backend.to_numpy
+        i, j, pair, aspect = columns["i"], columns["j"], columns["pair"], columns["aspect"]
+        p1, p2 = kernel.p1[pair], kernel.p2[pair]
         if sa is None and sb is None:
-            moves = np.full(columns["aspect"].shape, STATIC, dtype=CODE_DTYPE)
+            moves: Any = STATIC
         else:
-            i, j = columns["i"], columns["j"]
-            p1, p2 = kernel.p1[columns["pair"]], kernel.p2[columns["pair"]]
-            zeros = np.zeros_like(sa if sa is not None else sb)
-            speed_a = self.backend.asarray(sa if sa is not None else zeros)
-            speed_b = self.backend.asarray(sb if sb is not None else zeros)
+            speed_a = self.backend.asarray(sa if sa is not None else np.zeros_like(sb))
+            speed_b = self.backend.asarray(sb if sb is not None else np.zeros_like(sa))
             rows_b = i if natal else j
-            moves = to_host(
-                movement(xp, xa[i, p1], xb[rows_b, p2], speed_a[i, p1], speed_b[rows_b, p2], columns["aspect"])
-            )
-        return AspectHits(
-            i=to_host(columns["i"]),
-            j=None if natal else to_host(columns["j"]),
-            p1=to_host(columns["p1"]),
-            p2=to_host(columns["p2"]),
-            aspect=to_host(columns["aspect"]),
+            moves = to_host(movement(self.xp, xa[i, p1], xb[rows_b, p2], speed_a[i, p1], speed_b[rows_b, p2], aspect))
+        builder.append(
+            i=to_host(i),
+            j=to_host(j),
+            p1=to_host(p1),
+            p2=to_host(p2),
+            aspect=to_host(aspect),
             orb=to_host(columns["orb"]),
             movement=moves,
-            points=names,
-            backend=self.backend.name,
         )
 
-    def _collect(self, parts: list[AspectHits], names: tuple[str, ...], natal: bool) -> AspectHits:
-        hits = AspectHits.concatenate(parts, names, natal, self.backend.name)
+    def _collect(self, builder: HitsBuilder) -> AspectHits:
+        hits = builder.build()
         self.monitor.count("hits", len(hits))
         return hits
 
@@ -423,7 +445,7 @@ class MemoryOptimizedVectorizedCalculator:
         kernel = self._hit_kernel(names, "all")
         scorer = self._scorers.get((names, method))
         if scorer is None:
-            scorer = self._scorers[(names, method)] = WeightedScorer(self.xp, self.config, names, kernel)
+            scorer = self._scorers[(names, method)] = WeightedScorer(self.xp, names, kernel)
         p = len(names)
         with self.pool.borrow((*shape, p, p), np.float64) as diff, self.pool.borrow(shape, np.float64) as block:
             self.xp.subtract(xa[rows, None, :, None], xb[None, cols, None, :], out=diff)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .aspects import ASPECT_NAMES
 from .classify import AMBIGUOUS, ANGLES, BUCKETS_PER_DEGREE, NO_ASPECT, AspectClassifier, match_aspects, separation
-from .hits import APPLYING, CODE_DTYPE, INDEX_DTYPE, SEPARATING, STATIC
+from .hits import APPLYING, CODE_DTYPE, SEPARATING, STATIC
 from .pool import ArrayPool
 
 # kerykeion's movement rule: look 0.001 day ahead; below these thresholds the aspect is static.
@@ -23,9 +23,9 @@ STATIC_CHANGE = 1e-6
 # Bytes of temporaries per cell (one point pair of one chart pair) while a hit chunk runs:
 # |Δλ| float64 (8) + bucket index intp (8) + code int8 (1) + mask bool (1).
 HIT_CELL_BYTES = 18
-# Per hit while the hit columns are gathered: flat index, a, sep, orb and the divmod intermediates (8 bytes each,
-# at most ~7 alive at once) plus the compact output columns (4 + 4 + 1 + 1 + 1 + 8 + 1).
-HIT_BYTES = 7 * 8 + 20
+# Per hit while its columns are gathered, at the peak (the angle gather, or i and j split off the chart pair):
+# chart pair, pair, orb and two more int64 or float64 arrays (8 bytes each), the code, the point codes (2).
+HIT_BYTES = 6 * 8 + 1 + 2
 
 
 @dataclass
@@ -63,8 +63,10 @@ class HitKernel:
         self.lo = xp.asarray(classifier.profiles.lo)
         self.hi = xp.asarray(classifier.profiles.hi)
         self.angles = xp.asarray(ANGLES)
-        self.p1 = xp.asarray(layout.p1)
-        self.p2 = xp.asarray(layout.p2)
+        # uint8, like the result columns: gathers through them stay small.
+        self.p1 = xp.asarray(layout.p1.astype(CODE_DTYPE))
+        self.p2 = xp.asarray(layout.p2.astype(CODE_DTYPE))
+        self.has_ambiguous = bool((classifier.table == AMBIGUOUS).any())
 
     def codes_into(self, a: Any, index: Any, codes: Any) -> None:
         """Table codes (maybe AMBIGUOUS) for ``a = |Δλ|`` of shape (..., pairs), written into ``codes``."""
@@ -76,19 +78,19 @@ class HitKernel:
         take_into(xp, self.table, index, codes)
 
     def resolve(self, a: Any, codes: Any, pair: Any) -> Any:
-        """Exact codes for the 1-D selection ``a``/``codes``/``pair`` whose table entries were ambiguous."""
-        xp = self.xp
-        ambiguous = xp.nonzero(codes == AMBIGUOUS)[0]
-        if int(ambiguous.shape[0]) == 0:
-            return codes
-        profile = self.pair_profile[pair[ambiguous]]
-        codes[ambiguous] = match_aspects(xp, separation(xp, a[ambiguous]), self.lo[profile], self.hi[profile])
-        return codes
+        """Exact codes for 1-D aligned ``a``/``codes``/``pair`` whose table entries were ambiguous."""
+        sep = separation(self.xp, a)
+        if self.pair_offset is None:  # one profile: its bounds broadcast, no per-value gather
+            return match_aspects(self.xp, sep, self.lo[0], self.hi[0])
+        profile = self.pair_profile[pair]
+        return match_aspects(self.xp, sep, self.lo[profile], self.hi[profile])
 
     def extract(self, pool: ArrayPool, a: Any, row_offset: int, col_offset: int) -> dict[str, Any]:
         """Hit columns from ``a = |Δλ|`` of shape (rows, cols, pairs); indices offset to the whole problem.
 
-        ``a`` may be overwritten. Returned columns are fresh arrays on the backend.
+        ``a`` may be overwritten. Returned columns are fresh arrays on the backend, in their computing dtypes
+        (the caller casts them once, into the result). Intermediates are dropped as soon as they are used, which
+        keeps the per-hit peak at :data:`HIT_BYTES`.
         """
         xp = self.xp
         _rows, cols, pairs = a.shape
@@ -99,26 +101,24 @@ class HitKernel:
                 flat = xp.flatnonzero(mask)
             hit_a = a.reshape(-1)[flat]
             hit_code = codes.reshape(-1)[flat]
+        if self.has_ambiguous:
+            ambiguous = xp.nonzero(hit_code == AMBIGUOUS)[0]
+            if int(ambiguous.shape[0]):
+                hit_code[ambiguous] = self.resolve(hit_a[ambiguous], hit_code[ambiguous], flat[ambiguous] % pairs)
+                keep = xp.nonzero(hit_code != NO_ASPECT)[0]
+                if int(keep.shape[0]) != int(hit_code.shape[0]):
+                    flat, hit_a, hit_code = flat[keep], hit_a[keep], hit_code[keep]
         chart_pair, pair = xp.divmod(flat, pairs)
         del flat
-        hit_code = self.resolve(hit_a, hit_code, pair)
-        if self.classifier.table.min() == AMBIGUOUS:
-            keep = xp.nonzero(hit_code != NO_ASPECT)[0]
-            if int(keep.shape[0]) != int(hit_code.shape[0]):
-                hit_a, hit_code, chart_pair, pair = hit_a[keep], hit_code[keep], chart_pair[keep], pair[keep]
-        sep = separation(xp, hit_a)
+        orb = separation(xp, hit_a)
         del hit_a
-        orb = xp.abs(sep - self.angles[hit_code])
+        orb -= self.angles[hit_code]
+        xp.abs(orb, out=orb)
         i, j = xp.divmod(chart_pair, cols)
-        return {
-            "i": (i + row_offset).astype(INDEX_DTYPE),
-            "j": (j + col_offset).astype(INDEX_DTYPE),
-            "pair": pair,
-            "p1": self.p1[pair].astype(CODE_DTYPE),
-            "p2": self.p2[pair].astype(CODE_DTYPE),
-            "aspect": hit_code.astype(CODE_DTYPE),
-            "orb": orb,
-        }
+        del chart_pair
+        i += row_offset
+        j += col_offset
+        return {"i": i, "j": j, "pair": pair, "aspect": hit_code, "orb": orb}
 
 
 def take_into(xp: Any, table: Any, index: Any, out: Any) -> None:

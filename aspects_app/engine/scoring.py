@@ -164,8 +164,9 @@ class DiscepoloScorer:
         """0 cardinal, 1 fixed, 2 mutable: the sign's index modulo 3."""
         return (xp.floor(sun / 30.0).astype(np.int8)) % 3
 
-    # Temporaries per chart pair: |Δλ| float64, bucket intp, points int8, running score int16.
-    CELL_BYTES = 8 + 8 + 1 + 2
+    # Temporaries per chart pair: |Δλ| float64, bucket intp, points int8, running score int16, and a bool mask
+    # (the ambiguity test, then the destiny test).
+    CELL_BYTES = 8 + 8 + 1 + 2 + 1
 
     def score_into(self, pool: Any, lon_a: Any, lon_b: Any, out: Any) -> None:
         """Scores of every row of ``lon_a`` against every row of ``lon_b`` into ``out`` (rows_a, rows_b) int16."""
@@ -190,52 +191,73 @@ class DiscepoloScorer:
                     )
                     points.reshape(-1)[ambiguous] = exact.astype(np.int8)
                 xp.add(out, points, out=out)
-        quality_a = self.sun_quality(xp, lon_a[:, self.sun])
-        quality_b = self.sun_quality(xp, lon_b[:, self.sun])
-        destiny = quality_a[:, None] == quality_b[None, :]
-        out += destiny.astype(np.int16) * DESTINY_SIGN_POINTS
+            quality_a = self.sun_quality(xp, lon_a[:, self.sun])
+            quality_b = self.sun_quality(xp, lon_b[:, self.sun])
+            # bool viewed as int8 (same itemsize, 0/1) scaled into the points buffer: no int temporaries.
+            same = (quality_a[:, None] == quality_b[None, :]).view(np.int8)
+            xp.multiply(same, DESTINY_SIGN_POINTS, out=points)
+            xp.add(out, points, out=out)
 
 
 class WeightedScorer:
     """The weighted harmony score described in the module docstring, under the calculator's orbs."""
 
-    def __init__(self, xp: Any, config: AspectConfig, points: Sequence[str], hit_kernel: Any) -> None:
+    def __init__(self, xp: Any, points: Sequence[str], hit_kernel: Any) -> None:
         self.xp = xp
         self.kernel = hit_kernel  # a HitKernel over all point pairs
-        names = list(points)
-        weight = np.array([POINT_WEIGHTS.get(n, DEFAULT_POINT_WEIGHT) for n in names])
+        weight = np.array([POINT_WEIGHTS.get(n, DEFAULT_POINT_WEIGHT) for n in points])
         pair_weight = np.outer(weight, weight).ravel()
         self.scale = 100.0 / float(pair_weight.sum())
         harmony = np.array([ASPECT_HARMONY[n] for n in ASPECT_NAMES])
         profiles = hit_kernel.classifier.profiles
-        orb_max = np.where(np.isfinite(profiles.lo), ANGLES - profiles.lo, np.nan)  # (profiles, 11)
-        # Per (profile, code) factor h / orb_max; an exact-zero orb (orb_max == 0) counts fully.
+        orb_max = ANGLES - profiles.lo  # (profiles, 11); inf where inactive
+        # h / orb_max per (profile, code), flattened; an exact-only aspect (orb_max 0) counts fully, slope 0.
         with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where(orb_max > 0, harmony / orb_max, 0.0)
+            slope = np.where((orb_max > 0) & np.isfinite(orb_max), harmony / orb_max, 0.0)
+        count = len(ASPECT_NAMES)
+        self.slope = xp.asarray(slope.ravel())
+        self.harmony = xp.asarray(np.tile(harmony, profiles.count))
         self.pair_weight = xp.asarray(pair_weight)
-        self.harmony = xp.asarray(harmony)
-        self.slope = xp.asarray(np.nan_to_num(slope))
-        self.pair_profile = xp.asarray(profiles.pair_profile)
+        offsets = profiles.pair_profile * count
+        self.profile_offset = xp.asarray(offsets) if offsets.any() else None
 
-    CELL_BYTES = 8 + 8 + 1 + 8 + 8  # |Δλ|, bucket index, code, orb/contribution float64 ×2
+    # Temporaries per point pair: |Δλ| float64 (the caller's), bucket index then code intp, code int8, hit
+    # mask, one float64 work array.
+    CELL_BYTES = 8 + 8 + 1 + 1 + 8
 
     def score_into(self, pool: Any, a: Any, out: Any) -> None:
-        """Scores from ``a = |Δλ|`` of shape (rows, cols, pairs) into ``out`` (rows, cols) float64."""
+        """Scores from ``a = |Δλ|`` of shape (rows, cols, pairs) into ``out`` (rows, cols); ``a`` is overwritten."""
         xp = self.xp
         kernel = self.kernel
-        with pool.borrow(a.shape, np.intp) as index, pool.borrow(a.shape, np.int8) as codes:
-            kernel.codes_into(a, index, codes)
-            flat_codes = codes.reshape(-1)
-            ambiguous = xp.nonzero(flat_codes == AMBIGUOUS)[0]
-            if int(ambiguous.shape[0]):
-                pair = ambiguous % a.shape[-1]
-                flat_codes[ambiguous] = kernel.resolve(a.reshape(-1)[ambiguous], flat_codes[ambiguous], pair)
-            hit = codes != NO_ASPECT
-            code = xp.where(hit, codes, 0).astype(np.intp)
-            sep = separation(xp, a)
-            orb = xp.abs(sep - kernel.angles[code])
-            profile = self.pair_profile[None, None, :] if self.pair_profile.shape[0] > 1 else 0
-            slope = self.slope[profile, code] if not isinstance(profile, int) else self.slope[0][code]
-            contribution = (self.harmony[code] - slope * orb) * self.pair_weight
-            contribution = xp.where(hit, contribution, 0.0)
-            out[...] = contribution.sum(axis=-1) * self.scale
+        with (
+            pool.borrow(a.shape, np.intp) as code,
+            pool.borrow(a.shape, np.int8) as codes,
+            pool.borrow(a.shape, np.bool_) as hit,
+            pool.borrow(a.shape, np.float64) as work,
+        ):
+            kernel.codes_into(a, code, codes)
+            if kernel.has_ambiguous:
+                flat_codes = codes.reshape(-1)
+                ambiguous = xp.nonzero(flat_codes == AMBIGUOUS)[0]
+                if int(ambiguous.shape[0]):
+                    pair = ambiguous % a.shape[-1]
+                    flat_codes[ambiguous] = kernel.resolve(a.reshape(-1)[ambiguous], flat_codes[ambiguous], pair)
+            xp.not_equal(codes, NO_ASPECT, out=hit)
+            xp.maximum(codes, 0, out=code)  # NO_ASPECT reads code 0; masked out at the end
+            # a becomes the orb: |min(a, 360 - a) - angle|.
+            xp.subtract(360.0, a, out=work)
+            xp.minimum(a, work, out=a)
+            take_into(xp, kernel.angles, code, work)
+            xp.subtract(a, work, out=a)
+            xp.abs(a, out=a)
+            if self.profile_offset is not None:
+                xp.add(code, self.profile_offset, out=code)
+            # (h - slope · orb) · w(p1) · w(p2), zero where no aspect.
+            take_into(xp, self.slope, code, work)
+            xp.multiply(a, work, out=a)
+            take_into(xp, self.harmony, code, work)
+            xp.subtract(work, a, out=work)
+            xp.multiply(work, self.pair_weight, out=work)
+            xp.multiply(work, hit, out=work)
+            xp.sum(work, axis=-1, out=out)
+            out *= self.scale
