@@ -21,10 +21,14 @@ from .pool import ArrayPool
 from .scoring import SCORE_METHODS
 from .topk import TopK
 
+# Part of every persisted result's key: bump it whenever a change alters any result, so old ones are not served.
+ENGINE_VERSION = "1"
+
 __all__ = [
     "ASPECT_ANGLES",
     "ASPECT_NAMES",
     "BACKEND_NAMES",
+    "ENGINE_VERSION",
     "KERYKEION_ALL_ORBS",
     "KERYKEION_DEFAULT_ORBS",
     "MAJOR_ASPECTS",

@@ -328,6 +328,8 @@ class MemoryOptimizedVectorizedCalculator:
         """Share of point pairs expected to form an aspect when longitudes spread evenly round the circle (the
         separation is then uniform on [0°, 180°]): the length of the union of the orb intervals over 180°."""
         profiles = kernel.classifier.profiles
+        if kernel.layout.size == 0:  # one point: no pairs
+            return 0.0
         covered = np.empty(profiles.count)
         for index in range(profiles.count):
             active = np.isfinite(profiles.lo[index])
@@ -395,8 +397,9 @@ class MemoryOptimizedVectorizedCalculator:
         if sa is None and sb is None:
             moves: Any = STATIC
         else:
-            speed_a = self.backend.asarray(sa if sa is not None else np.zeros_like(sb))
-            speed_b = self.backend.asarray(sb if sb is not None else np.zeros_like(sa))
+            # A side without speeds stands still.
+            speed_a = self.xp.zeros(xa.shape) if sa is None else self.backend.asarray(sa)
+            speed_b = self.xp.zeros(xb.shape) if sb is None else self.backend.asarray(sb)
             rows_b = i if natal else j
             moves = to_host(movement(self.xp, xa[i, p1], xb[rows_b, p2], speed_a[i, p1], speed_b[rows_b, p2], aspect))
         builder.append(

@@ -31,13 +31,14 @@ class ChunkPlan:
         chunk_rows: int | None = None,
     ) -> ChunkPlan:
         """``chunk_rows`` (the ``chunk_size`` option) overrides the budget's row count."""
-        cols = max(cols, 1)
         if chunk_rows is not None:
-            return cls(rows, cols, max(1, min(chunk_rows, max(rows, 1))), cols, bytes_per_cell)
+            return cls(rows, cols, max(1, min(chunk_rows, max(rows, 1))), max(cols, 1), bytes_per_cell)
         row_bytes = bytes_per_cell * cols
+        if row_bytes <= 0:  # nothing to hold (no columns, or no point pairs): one chunk takes all
+            return cls(rows, cols, max(rows, 1), max(cols, 1), bytes_per_cell)
         if row_bytes <= budget_bytes:
             per_chunk = int(budget_bytes // row_bytes)
-            return cls(rows, cols, max(1, min(per_chunk, max(rows, 1))), cols, bytes_per_cell)
+            return cls(rows, cols, max(1, min(per_chunk, max(rows, 1))), max(cols, 1), bytes_per_cell)
         per_block = int(budget_bytes // bytes_per_cell)
         if per_block < 1:
             raise ValueError(
@@ -48,7 +49,9 @@ class ChunkPlan:
 
     @property
     def chunks(self) -> int:
-        return -(-self.rows // self.rows_per_chunk) * -(-self.cols // self.cols_per_chunk) if self.rows else 0
+        if not self.rows or not self.cols:
+            return 0
+        return -(-self.rows // self.rows_per_chunk) * -(-self.cols // self.cols_per_chunk)
 
     @property
     def chunk_bytes(self) -> int:
@@ -56,6 +59,8 @@ class ChunkPlan:
 
     def __iter__(self) -> Iterator[tuple[slice, slice]]:
         """(row slice, column slice) per chunk, rows outer, so results come out in row-major order."""
+        if not self.cols:
+            return
         for r0 in range(0, self.rows, self.rows_per_chunk):
             rows = slice(r0, min(r0 + self.rows_per_chunk, self.rows))
             for c0 in range(0, self.cols, self.cols_per_chunk):

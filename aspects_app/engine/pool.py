@@ -74,7 +74,8 @@ class ArrayPool:
             free.append(buffer)
             # Over the bound, drop the smallest buffers first: the large ones are the expensive ones to remake.
             while self._free_bytes_locked() > self.max_free_bytes and free:
-                free.remove(min(free, key=lambda b: b.nbytes))
+                # By position: list.remove would compare arrays elementwise.
+                del free[min(range(len(free)), key=lambda n: free[n].nbytes)]
 
     def _free_bytes_locked(self) -> int:
         return sum(int(b.nbytes) for buffers in self._free.values() for b in buffers)

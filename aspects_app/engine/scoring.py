@@ -211,9 +211,10 @@ class WeightedScorer:
         harmony = np.array([ASPECT_HARMONY[n] for n in ASPECT_NAMES])
         profiles = hit_kernel.classifier.profiles
         orb_max = ANGLES - profiles.lo  # (profiles, 11); inf where inactive
-        # h / orb_max per (profile, code), flattened; an exact-only aspect (orb_max 0) counts fully, slope 0.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where((orb_max > 0) & np.isfinite(orb_max), harmony / orb_max, 0.0)
+        # h / orb_max per (profile, code), flattened. An orb below a nanodegree is an exact-only aspect: it counts
+        # fully (slope 0) rather than dividing by next to nothing.
+        usable = np.isfinite(orb_max) & (orb_max > 1e-9)
+        slope = np.divide(harmony, orb_max, out=np.zeros_like(orb_max), where=usable)
         count = len(ASPECT_NAMES)
         self.slope = xp.asarray(slope.ravel())
         self.harmony = xp.asarray(np.tile(harmony, profiles.count))
