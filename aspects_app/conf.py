@@ -17,6 +17,12 @@ DEFAULTS: dict[str, Any] = {
     "ORBS": None,
     # Upper bound on charts in one API request, so one call cannot exhaust the server.
     "MAX_CHARTS_PER_REQUEST": 1000,
+    # Upper bound on the candidates one /matches request scores; larger populations go to the batch command.
+    "MAX_MATCH_CANDIDATES": 50000,
+    # Rates of the compute endpoints (DRF syntax, e.g. "60/min") for anonymous and authenticated callers;
+    # None switches throttling off for that group.
+    "THROTTLE_ANON": "60/min",
+    "THROTTLE_USER": "600/min",
 }
 
 

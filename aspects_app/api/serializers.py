@@ -1,0 +1,379 @@
+"""Request validation and response shapes of the API. Every error names its field."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..conf import get_config
+from ..engine.aspects import ASPECT_NAMES, ORB_PRESETS, STANDARD_POINTS
+from ..engine.backend import BACKEND_NAMES
+from ..engine.calculator import OPERATIONS
+from ..engine.hits import MOVEMENTS
+from ..engine.scoring import SCORE_METHODS
+from ..engine.validation import MAX_POINTS
+from ..models import Chart
+from ..services import ChartInput
+
+MAX_K = 100
+
+
+def finite(value: float, field: str = "value") -> float:
+    if not math.isfinite(value):
+        raise serializers.ValidationError(f"{field} must be a finite number")
+    return value
+
+
+class LongitudeField(serializers.FloatField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=0.0, max_value=360.0, **kwargs)
+
+    def to_internal_value(self, data: Any) -> float:
+        value = finite(super().to_internal_value(data), "longitude")
+        if value >= 360.0:
+            raise serializers.ValidationError("longitudes must lie in [0, 360)")
+        return value
+
+
+class SpeedField(serializers.FloatField):
+    def to_internal_value(self, data: Any) -> float:
+        return finite(super().to_internal_value(data), "speed")
+
+
+class PositionsSerializer(serializers.Serializer):
+    """Positions given by the host instead of birth data."""
+
+    points = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        min_length=1,
+        max_length=MAX_POINTS,
+        required=False,
+        help_text="Names of the columns; default: a prefix of the standard points of the same length.",
+    )
+    longitudes = serializers.ListField(child=LongitudeField(), min_length=1, max_length=MAX_POINTS)
+    speeds = serializers.ListField(child=SpeedField(), max_length=MAX_POINTS, required=False, allow_null=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        count = len(attrs["longitudes"])
+        points = attrs.get("points")
+        if points is None:
+            if count > len(STANDARD_POINTS):
+                raise serializers.ValidationError({"points": f"name the {count} columns"})
+            attrs["points"] = list(STANDARD_POINTS[:count])
+        elif len(points) != count:
+            raise serializers.ValidationError({"points": f"{len(points)} names for {count} longitudes"})
+        elif len(set(points)) != len(points):
+            raise serializers.ValidationError({"points": "names must be unique"})
+        speeds = attrs.get("speeds")
+        if speeds is not None and len(speeds) != count:
+            raise serializers.ValidationError({"speeds": f"{len(speeds)} speeds for {count} longitudes"})
+        return attrs
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """A datetime with a UTC offset; a naive one is rejected rather than silently read as UTC."""
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        return value
+
+    def to_internal_value(self, value: Any) -> datetime:
+        parsed = super().to_internal_value(value)
+        if timezone.is_naive(parsed):
+            time_zone = self.parent.initial_data.get("time_zone") if hasattr(self.parent, "initial_data") else None
+            if not time_zone:
+                raise serializers.ValidationError("give a UTC offset (e.g. +02:00), or a time_zone for local time")
+            try:
+                parsed = parsed.replace(tzinfo=ZoneInfo(str(time_zone)))
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise serializers.ValidationError(f"unknown time_zone {time_zone!r}") from exc
+        return parsed.astimezone(ZoneInfo("UTC"))
+
+
+class ChartSerializer(serializers.ModelSerializer):
+    """A chart. Create it from birth data (positions are computed) or from ``positions``."""
+
+    birth_datetime = AwareDateTimeField(required=False, allow_null=True)
+    latitude = serializers.FloatField(required=False, allow_null=True, min_value=-90.0, max_value=90.0)
+    longitude = serializers.FloatField(required=False, allow_null=True, min_value=-180.0, max_value=180.0)
+    time_zone = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    positions = serializers.SerializerMethodField()
+    owner = serializers.SerializerMethodField()
+    position_input = PositionsSerializer(
+        required=False, write_only=True, source="*", help_text="Positions instead of birth data."
+    )
+
+    class Meta:
+        model = Chart
+        fields = [
+            "id",
+            "name",
+            "is_public",
+            "owner",
+            "birth_datetime",
+            "latitude",
+            "longitude",
+            "time_zone",
+            "positions",
+            "position_input",
+            "positions_hash",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "positions_hash", "created_at", "updated_at"]
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"lon": {"type": "number"}, "speed": {"type": "number", "nullable": True}},
+            },
+        }
+    )
+    def get_positions(self, chart: Chart) -> dict[str, dict[str, float | None]]:
+        speeds = chart.speed_array
+        return {
+            name: {"lon": float(lon), "speed": None if speeds is None else float(speeds[n])}
+            for n, (name, lon) in enumerate(zip(chart.points, chart.longitude_array.tolist(), strict=True))
+        }
+
+    def get_owner(self, chart: Chart) -> str | None:
+        return None if chart.owner is None else chart.owner.get_username()
+
+    def validate_latitude(self, value: float | None) -> float | None:
+        return None if value is None else finite(value, "latitude")
+
+    def validate_longitude(self, value: float | None) -> float | None:
+        return None if value is None else finite(value, "longitude")
+
+    def validate_time_zone(self, value: str) -> str:
+        if value and value not in _time_zones():
+            raise serializers.ValidationError(f"unknown IANA time zone {value!r}")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        has_positions = "longitudes" in attrs
+        birth = [attrs.get(f) for f in ("birth_datetime", "latitude", "longitude")]
+        if self.instance is None and not has_positions:
+            missing = [f for f, v in zip(("birth_datetime", "latitude", "longitude"), birth, strict=True) if v is None]
+            if missing:
+                raise serializers.ValidationError({f: "required unless position_input is given" for f in missing})
+        return attrs
+
+
+def chart_input(data: dict[str, Any]) -> ChartInput:
+    """A validated chart payload as the services' input."""
+    has_positions = "longitudes" in data
+    return ChartInput(
+        name=data.get("name", ""),
+        is_public=data.get("is_public", False),
+        birth_datetime=data.get("birth_datetime"),
+        latitude=data.get("latitude"),
+        longitude=data.get("longitude"),
+        time_zone=data.get("time_zone", ""),
+        points=tuple(data["points"]) if has_positions else None,
+        longitudes=tuple(data["longitudes"]) if has_positions else None,
+        speeds=tuple(data["speeds"]) if has_positions and data.get("speeds") is not None else None,
+    )
+
+
+@lru_cache(maxsize=1)
+def _time_zones() -> set[str]:
+    return available_timezones()
+
+
+class BulkChartSerializer(serializers.Serializer):
+    charts = ChartSerializer(many=True)
+
+    def validate_charts(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        limit = get_config()["MAX_CHARTS_PER_REQUEST"]
+        if not value:
+            raise serializers.ValidationError("at least one chart is required")
+        if len(value) > limit:
+            raise serializers.ValidationError(f"at most {limit} charts per request, got {len(value)}")
+        return value
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "enum": list(ORB_PRESETS)},
+            {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 90}},
+        ]
+    }
+)
+class OrbsField(serializers.JSONField):
+    """An orb preset name (``default``, ``all``) or an object {aspect: orb in degrees}."""
+
+    def to_internal_value(self, data: Any) -> str | dict[str, float]:
+        value = data
+        if isinstance(data, str) and data.lstrip().startswith("{"):  # an object sent in a query string
+            try:
+                value = json.loads(data)
+            except ValueError as exc:
+                raise serializers.ValidationError(f"not valid JSON: {exc}") from exc
+        if isinstance(value, str):
+            if value not in ORB_PRESETS:
+                raise serializers.ValidationError(f"unknown preset {value!r}; presets: {', '.join(ORB_PRESETS)}")
+            return value
+        if not isinstance(value, dict) or not value:
+            raise serializers.ValidationError("a preset name or a non-empty object {aspect: orb}")
+        for name, orb in value.items():
+            if name not in ASPECT_NAMES:
+                raise serializers.ValidationError(f"unknown aspect {name!r}")
+            if isinstance(orb, bool) or not isinstance(orb, int | float) or not math.isfinite(orb):
+                raise serializers.ValidationError(f"orb of {name!r} must be a finite number")
+            if not 0 <= orb < 90:
+                raise serializers.ValidationError(f"orb of {name!r} must be in [0, 90)")
+        return {str(k): float(v) for k, v in value.items()}
+
+
+def _aspect_list(value: Any) -> list[str]:
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise serializers.ValidationError("a non-empty list of aspect names")
+    unknown = [n for n in names if n not in ASPECT_NAMES]
+    if unknown:
+        raise serializers.ValidationError(f"unknown aspect(s) {unknown}; known: {', '.join(ASPECT_NAMES)}")
+    return [str(n) for n in names]
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "description": "comma-separated aspect names"},
+            {"type": "array", "items": {"type": "string", "enum": list(ASPECT_NAMES)}, "minItems": 1},
+        ]
+    }
+)
+class AspectListField(serializers.Field):
+    """Aspect names as a list, or comma-separated in a query string."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        return _aspect_list(data)
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return value
+
+
+class AspectSelectionSerializer(serializers.Serializer):
+    orbs = OrbsField(required=False, help_text="Preset name (default, all) or {aspect: orb}.")
+    aspects = AspectListField(required=False, help_text="Only these aspects (comma-separated in a query).")
+
+
+class SynastryQuerySerializer(AspectSelectionSerializer):
+    chart_a = serializers.IntegerField(min_value=1)
+    chart_b = serializers.IntegerField(min_value=1)
+
+
+class InlinePositionsSerializer(PositionsSerializer):
+    pass
+
+
+class InlineSynastrySerializer(AspectSelectionSerializer):
+    a = InlinePositionsSerializer()
+    b = InlinePositionsSerializer()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["a"]["points"] != attrs["b"]["points"]:
+            raise serializers.ValidationError({"b": "must have the same points as a"})
+        return attrs
+
+
+class ScoresRequestSerializer(AspectSelectionSerializer):
+    charts = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1)
+    method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
+
+    def validate_charts(self, value: list[int]) -> list[int]:
+        limit = get_config()["MAX_CHARTS_PER_REQUEST"]
+        if len(value) > limit:
+            raise serializers.ValidationError(f"at most {limit} charts per request, got {len(value)}")
+        return value
+
+
+class MatchesQuerySerializer(AspectSelectionSerializer):
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10)
+    method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
+
+
+class EstimateSerializer(serializers.Serializer):
+    num_charts1 = serializers.IntegerField(min_value=1, max_value=10**9)
+    num_charts2 = serializers.IntegerField(min_value=1, max_value=10**9, required=False, allow_null=True)
+    num_planets = serializers.IntegerField(min_value=1, max_value=MAX_POINTS, default=10)
+    operation = serializers.ChoiceField(choices=OPERATIONS, default="synastry")
+    method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
+    working_memory_mb = serializers.FloatField(min_value=1.0, max_value=1024.0 * 1024.0, required=False)
+
+    def validate_working_memory_mb(self, value: float) -> float:
+        return finite(value, "working_memory_mb")
+
+
+# -- responses (for the schema) --------------------------------------------------------------------------------
+
+
+class AspectSerializer(serializers.Serializer):
+    p1 = serializers.CharField(help_text="Point of the first chart.")
+    p2 = serializers.CharField(help_text="Point of the second chart (natal: the same chart).")
+    aspect = serializers.ChoiceField(choices=ASPECT_NAMES)
+    orb = serializers.FloatField(help_text="|separation − angle| in degrees.")
+    movement = serializers.ChoiceField(choices=MOVEMENTS)
+
+
+class AspectsResponseSerializer(serializers.Serializer):
+    points = serializers.ListField(child=serializers.CharField())
+    orbs = serializers.DictField(child=serializers.FloatField())
+    cached = serializers.BooleanField(help_text="Served from a persisted result.")
+    aspects = AspectSerializer(many=True)
+
+
+class ScoreSerializer(serializers.Serializer):
+    chart = serializers.IntegerField()
+    score = serializers.FloatField()
+
+
+class ScoresResponseSerializer(serializers.Serializer):
+    chart = serializers.IntegerField()
+    method = serializers.CharField()
+    scores = ScoreSerializer(many=True)
+
+
+class MatchSerializer(ScoreSerializer):
+    rank = serializers.IntegerField()
+
+
+class MatchesResponseSerializer(serializers.Serializer):
+    chart = serializers.IntegerField()
+    method = serializers.CharField()
+    k = serializers.IntegerField()
+    matches = MatchSerializer(many=True)
+
+
+class EstimateResponseSerializer(serializers.Serializer):
+    operation = serializers.ChoiceField(choices=OPERATIONS)
+    backend = serializers.ChoiceField(choices=BACKEND_NAMES)
+    chunk_rows = serializers.IntegerField()
+    chunk_cols = serializers.IntegerField()
+    chunks = serializers.IntegerField()
+    unchunked_bytes = serializers.IntegerField()
+    chunked_bytes = serializers.IntegerField()
+    memory_savings_percent = serializers.FloatField()
+    result_bytes = serializers.IntegerField()
+    expected_hit_fraction = serializers.FloatField(allow_null=True)
+
+
+class ConfigurationSerializer(serializers.Serializer):
+    aspects = serializers.ListField(child=serializers.DictField())
+    orb_presets = serializers.DictField(child=serializers.DictField(child=serializers.FloatField()))
+    default_orbs = serializers.DictField(child=serializers.FloatField())
+    points = serializers.ListField(child=serializers.CharField())
+    score_methods = serializers.ListField(child=serializers.CharField())
+    engine_version = serializers.CharField()
+    max_charts_per_request = serializers.IntegerField()

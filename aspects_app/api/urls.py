@@ -1,0 +1,22 @@
+"""Include under a prefix of the host's choosing, e.g. ``path("api/aspects/", include("aspects_app.api.urls"))``."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+app_name = "aspects_api"
+
+router = DefaultRouter()
+router.register("charts", views.ChartViewSet, basename="chart")
+
+urlpatterns = [
+    path("synastry/", views.SynastryView.as_view(), name="synastry"),
+    path("synastry/inline/", views.InlineSynastryView.as_view(), name="synastry-inline"),
+    path("estimate/", views.EstimateView.as_view(), name="estimate"),
+    path("configuration/", views.ConfigurationView.as_view(), name="configuration"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="aspects_api:schema"), name="docs"),
+    *router.urls,
+]

@@ -1,0 +1,265 @@
+"""Thin DRF views: validate, call :mod:`aspects_app.services`, render."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db.models import QuerySet
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import services
+from ..conf import get_config
+from ..models import Chart
+from . import serializers as s
+from .throttling import ComputeRateThrottle
+
+
+@contextmanager
+def service_errors() -> Iterator[None]:
+    """A service's ValueError becomes a 400 naming the offending field."""
+    try:
+        yield
+    except services.ServiceError as exc:
+        raise ValidationError({exc.field: [exc.message]}) from exc
+
+
+def _config(data: dict[str, Any]) -> Any:
+    with service_errors():
+        return services.aspect_config(data.get("orbs"), data.get("aspects"))
+
+
+def _aspects_response(result: services.AspectsResult) -> dict[str, Any]:
+    return {
+        "points": list(result.points),
+        "orbs": dict(result.config.orbs),
+        "cached": result.cached,
+        "aspects": result.aspects(),
+    }
+
+
+class IsOwnerOrStaffForWrites(permissions.BasePermission):
+    message = "Only the chart's owner (or staff) may change it."
+
+    def has_object_permission(self, request: Request, view: Any, obj: Chart) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        user = request.user
+        return bool(user.is_staff or (obj.owner_id is not None and obj.owner_id == user.pk))
+
+
+class ChartPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class ChartFilter(filters.FilterSet):
+    name = filters.CharFilter(lookup_expr="icontains")
+    mine = filters.BooleanFilter(method="filter_mine", label="Only the requesting user's charts")
+    updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+
+    class Meta:
+        model = Chart
+        fields = ["name", "is_public", "mine", "updated_after"]
+
+    def filter_mine(self, queryset: QuerySet[Chart], name: str, value: bool | None) -> QuerySet[Chart]:
+        user = self.request.user if self.request is not None else None
+        if not value:
+            return queryset
+        if user is None or not user.is_authenticated:
+            return queryset.none()
+        return queryset.filter(owner=user)
+
+
+class ChartViewSet(viewsets.ModelViewSet):
+    """Charts: birth data and positions. Anonymous users read public charts; writing needs authentication, and
+    only the owner (or staff) changes a chart."""
+
+    serializer_class = s.ChartSerializer
+    permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsOwnerOrStaffForWrites]
+    pagination_class = ChartPagination
+    filter_backends = [filters.DjangoFilterBackend]
+    filterset_class = ChartFilter
+
+    def get_queryset(self) -> QuerySet[Chart]:
+        return Chart.objects.visible_to(self.request.user).select_related("owner")
+
+    def get_throttles(self) -> list[Any]:
+        if self.action in ("natal", "scores", "matches"):
+            return [ComputeRateThrottle()]
+        return super().get_throttles()
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with service_errors():
+            (chart,) = services.create_charts(request.user, [s.chart_input(serializer.validated_data)])
+        return Response(self.get_serializer(chart).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        partial = kwargs.pop("partial", False)
+        chart = self.get_object()
+        serializer = self.get_serializer(chart, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        with service_errors():
+            chart = services.update_chart(chart, s.chart_input(data), data.keys())
+        return Response(self.get_serializer(chart).data)
+
+    @extend_schema(request=s.BulkChartSerializer, responses={201: s.ChartSerializer(many=True)})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        """Create many charts in one request (positions computed in one vectorised call)."""
+        serializer = s.BulkChartSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        inputs = [s.chart_input(item) for item in serializer.validated_data["charts"]]
+        with service_errors():
+            charts = services.create_charts(request.user, inputs)
+        return Response(self.get_serializer(charts, many=True).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("orbs", str, description="Orb preset: default or all."),
+            OpenApiParameter("aspects", str, description="Comma-separated aspect names to keep."),
+        ],
+        responses=s.AspectsResponseSerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def natal(self, request: Request, pk: str | None = None) -> Response:
+        """Aspects within this chart."""
+        query = s.AspectSelectionSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        chart = self.get_object()
+        with service_errors():
+            result = services.natal_aspects(chart, _config(query.validated_data))
+        return Response({"chart": chart.pk, **_aspects_response(result)})
+
+    @extend_schema(request=s.ScoresRequestSerializer, responses=s.ScoresResponseSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[permissions.AllowAny])
+    def scores(self, request: Request, pk: str | None = None) -> Response:
+        """Compatibility of this chart with each chart in ``charts`` (all must be visible to the caller)."""
+        body = s.ScoresRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        chart = self.get_object()
+        ids = body.validated_data["charts"]
+        found = {c.pk: c for c in Chart.objects.visible_to(request.user).filter(pk__in=ids)}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ValidationError({"charts": [f"unknown or not visible: {missing}"]})
+        with service_errors():
+            values = services.scores(
+                chart, [found[i] for i in ids], body.validated_data["method"], _config(body.validated_data)
+            )
+        return Response({"chart": chart.pk, "method": body.validated_data["method"], "scores": values})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("k", int, description="Number of partners (1–100, default 10)."),
+            OpenApiParameter("method", str, enum=["discepolo", "weighted"]),
+            OpenApiParameter("orbs", str, description="Orb preset for the weighted score: default or all."),
+        ],
+        responses=s.MatchesResponseSerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def matches(self, request: Request, pk: str | None = None) -> Response:
+        """The ``k`` best partners of this chart among the charts visible to the caller."""
+        query = s.MatchesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        chart = self.get_object()
+        limit = get_config()["MAX_MATCH_CANDIDATES"]
+        visible = Chart.objects.visible_to(request.user).exclude(pk=chart.pk)
+        candidates = list(visible.only("id", "points", "longitudes")[: limit + 1])
+        if len(candidates) > limit:
+            raise ValidationError({"k": [f"more than {limit} candidates; use manage.py compute_aspects for this"]})
+        k, method = query.validated_data["k"], query.validated_data["method"]
+        with service_errors():
+            best = services.top_matches(chart, candidates, k, method, _config(query.validated_data))
+        return Response({"chart": chart.pk, "method": method, "k": k, "matches": best})
+
+
+class SynastryView(APIView):
+    """Synastry aspects between two stored charts (p1 from ``chart_a``, p2 from ``chart_b``)."""
+
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [ComputeRateThrottle]
+
+    @extend_schema(parameters=[s.SynastryQuerySerializer], responses=s.AspectsResponseSerializer)
+    def get(self, request: Request) -> Response:
+        query = s.SynastryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        visible = Chart.objects.visible_to(request.user)
+        charts = {
+            c.pk: c for c in visible.filter(pk__in=[query.validated_data["chart_a"], query.validated_data["chart_b"]])
+        }
+        for field in ("chart_a", "chart_b"):
+            if query.validated_data[field] not in charts:
+                raise NotFound(f"{field}: no such chart, or not visible")
+        a, b = charts[query.validated_data["chart_a"]], charts[query.validated_data["chart_b"]]
+        with service_errors():
+            result = services.synastry_aspects(a, b, _config(query.validated_data))
+        return Response({"chart_a": a.pk, "chart_b": b.pk, **_aspects_response(result)})
+
+
+class InlineSynastryView(APIView):
+    """Synastry between two position sets sent in the request (nothing is stored)."""
+
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [ComputeRateThrottle]
+
+    @extend_schema(request=s.InlineSynastrySerializer, responses=s.AspectsResponseSerializer)
+    def post(self, request: Request) -> Response:
+        body = s.InlineSynastrySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        a, b = body.validated_data["a"], body.validated_data["b"]
+        with service_errors():
+            result = services.inline_synastry(
+                a["points"],
+                a["longitudes"],
+                b["longitudes"],
+                a.get("speeds"),
+                b.get("speeds"),
+                _config(body.validated_data),
+            )
+        return Response(_aspects_response(result))
+
+
+class EstimateView(APIView):
+    """The memory plan of a batch computation, without running it."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(request=s.EstimateSerializer, responses=s.EstimateResponseSerializer)
+    def post(self, request: Request) -> Response:
+        body = s.EstimateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        with service_errors():
+            plan = services.estimate(
+                data["num_charts1"],
+                data.get("num_charts2"),
+                data["num_planets"],
+                data["operation"],
+                data["method"],
+                data.get("working_memory_mb") or float(get_config()["WORKING_MEMORY_MB"]),
+            )
+        return Response(plan)
+
+
+class ConfigurationView(APIView):
+    """Aspects, orb presets, points and scoring methods this server knows."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=s.ConfigurationSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(services.describe_configuration())

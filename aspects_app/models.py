@@ -1,0 +1,166 @@
+"""Charts, their persisted aspect results, and batch runs."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from django.conf import settings
+from django.db import models
+
+# Positions are stored as little-endian float64 bytes: compact, exact, and independent of the database.
+_POSITION_DTYPE = np.dtype("<f8")
+
+
+def positions_hash(points: list[str] | tuple[str, ...], longitudes: npt.NDArray[Any], speeds: Any) -> str:
+    """Content hash of a chart's positions: cache keys and result invalidation rest on it."""
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(points).encode())
+    digest.update(np.ascontiguousarray(longitudes, dtype=_POSITION_DTYPE).tobytes())
+    if speeds is not None:
+        digest.update(b"speeds")
+        digest.update(np.ascontiguousarray(speeds, dtype=_POSITION_DTYPE).tobytes())
+    return digest.hexdigest()
+
+
+class ChartQuerySet(models.QuerySet["Chart"]):
+    def visible_to(self, user: Any) -> ChartQuerySet:
+        """Public charts, plus the user's own; staff see everything."""
+        if user is not None and user.is_authenticated:
+            if user.is_staff:
+                return self
+            return self.filter(models.Q(is_public=True) | models.Q(owner=user))
+        return self.filter(is_public=True)
+
+
+class Chart(models.Model):
+    """A natal chart: birth data (optional) and the positions computed from it or given by the host."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="aspect_charts"
+    )
+    name = models.CharField(max_length=200, blank=True)
+    is_public = models.BooleanField(default=False, help_text="Readable by anyone, anonymous users included.")
+    birth_datetime = models.DateTimeField(null=True, blank=True, help_text="Moment of birth (stored in UTC).")
+    latitude = models.FloatField(null=True, blank=True, help_text="Degrees, north positive.")
+    longitude = models.FloatField(null=True, blank=True, help_text="Degrees, east positive.")
+    time_zone = models.CharField(max_length=64, blank=True, help_text="IANA name of the birth place's zone.")
+    points = models.JSONField(default=list, help_text="Names of the stored positions, in column order.")
+    longitudes = models.BinaryField(help_text="Ecliptic longitudes, float64 little-endian, one per point.")
+    speeds = models.BinaryField(null=True, blank=True, help_text="Daily speeds, float64, or null.")
+    positions_hash = models.CharField(max_length=64, db_index=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ChartQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["owner", "updated_at"]), models.Index(fields=["is_public", "id"])]
+
+    def __str__(self) -> str:
+        return self.name or f"Chart {self.pk}"
+
+    @property
+    def has_birth_data(self) -> bool:
+        return self.birth_datetime is not None
+
+    def set_positions(self, points: list[str] | tuple[str, ...], longitudes: Any, speeds: Any = None) -> None:
+        lon = np.asarray(longitudes, dtype=_POSITION_DTYPE)
+        spd = None if speeds is None else np.asarray(speeds, dtype=_POSITION_DTYPE)
+        self.points = list(points)
+        self.longitudes = lon.tobytes()
+        self.speeds = None if spd is None else spd.tobytes()
+        self.positions_hash = positions_hash(self.points, lon, spd)
+
+    @property
+    def longitude_array(self) -> npt.NDArray[np.float64]:
+        return np.frombuffer(bytes(self.longitudes), dtype=_POSITION_DTYPE).astype(np.float64)
+
+    @property
+    def speed_array(self) -> npt.NDArray[np.float64] | None:
+        if self.speeds is None:
+            return None
+        return np.frombuffer(bytes(self.speeds), dtype=_POSITION_DTYPE).astype(np.float64)
+
+
+class AspectResult(models.Model):
+    """A computed result, persisted so that it is served rather than recomputed.
+
+    One row per (kind, charts, aspect configuration, engine version): recomputation overwrites. The positions
+    hash records what it was computed from, so a row that outlived an edit is recognisably stale.
+    """
+
+    class Kind(models.TextChoices):
+        NATAL = "natal"
+        SYNASTRY = "synastry"
+        SCORE = "score"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    chart_a = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="+")
+    # Natal results name the same chart twice: no nulls, so the unique constraint holds on every database.
+    chart_b = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="+")
+    config_hash = models.CharField(max_length=32)
+    engine_version = models.CharField(max_length=32)
+    positions_hash = models.CharField(max_length=64)
+    payload = models.BinaryField(help_text="Compressed NumPy arrays (npz) of the result's columns.")
+    hit_count = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField(auto_now=True)
+    duration_ms = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "chart_a", "chart_b", "config_hash", "engine_version"], name="aspect_result_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["chart_b"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.chart_a_id}/{self.chart_b_id} ({self.config_hash})"
+
+
+class BatchRun(models.Model):
+    """One batch job: what was asked, how far it got, what it cost."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    mode = models.CharField(max_length=32)
+    parameters = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(default=0)
+    pairs_computed = models.BigIntegerField(default=0)
+    hits = models.BigIntegerField(default=0)
+    rows_written = models.BigIntegerField(default=0)
+    backend = models.CharField(max_length=16, blank=True)
+    peak_memory_mb = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.mode} run {self.pk} ({self.status})"
+
+    @property
+    def progress_fraction(self) -> float:
+        return self.progress_done / self.progress_total if self.progress_total else 0.0
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

@@ -1,0 +1,368 @@
+"""The one module that joins models, positions and the engine. Views and commands call these functions."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from django.db import transaction
+
+from . import ephemeris
+from .conf import get_config
+from .engine import (
+    ENGINE_VERSION,
+    AspectConfig,
+    AspectHits,
+    MemoryOptimizedVectorizedCalculator,
+)
+from .engine.aspects import ASPECT_ANGLES, ORB_PRESETS, STANDARD_POINTS
+from .models import AspectResult, Chart, positions_hash
+
+
+class ServiceError(ValueError):
+    """Bad input found by a service; ``field`` names the offending input for a 400 answer."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+
+
+def aspect_config(orbs: str | Mapping[str, float] | None = None, aspects: Sequence[str] | None = None) -> AspectConfig:
+    """The configuration a request asks for: an orb preset name or a {aspect: orb} dict (default: settings'
+    ``ORBS``, else kerykeion's defaults), optionally restricted to ``aspects``."""
+    try:
+        if orbs is None:
+            configured = get_config()["ORBS"]
+            config = AspectConfig() if configured is None else AspectConfig.from_orbs(configured)
+        elif isinstance(orbs, str):
+            config = AspectConfig.preset(orbs)
+        else:
+            config = AspectConfig.from_orbs(orbs)
+    except ValueError as exc:
+        raise ServiceError("orbs", str(exc)) from exc
+    if aspects is not None:
+        try:
+            config = config.only(aspects)
+        except ValueError as exc:
+            raise ServiceError("aspects", str(exc)) from exc
+    return config
+
+
+@lru_cache(maxsize=32)
+def _calculator(config: AspectConfig, backend: str, working_memory_mb: float) -> MemoryOptimizedVectorizedCalculator:
+    # Calculators keep their buffer pool and kernel tables warm between requests with the same configuration.
+    return MemoryOptimizedVectorizedCalculator(config=config, backend=backend, working_memory_mb=working_memory_mb)
+
+
+def calculator(config: AspectConfig) -> MemoryOptimizedVectorizedCalculator:
+    settings = get_config()
+    return _calculator(config, settings["BACKEND"], float(settings["WORKING_MEMORY_MB"]))
+
+
+def describe_configuration() -> dict[str, Any]:
+    return {
+        "aspects": [{"name": name, "angle": angle} for name, angle in ASPECT_ANGLES.items()],
+        "orb_presets": {name: dict(orbs) for name, orbs in ORB_PRESETS.items()},
+        "default_orbs": dict(aspect_config().orbs),
+        "points": list(STANDARD_POINTS),
+        "score_methods": ["discepolo", "weighted"],
+        "engine_version": ENGINE_VERSION,
+        "max_charts_per_request": get_config()["MAX_CHARTS_PER_REQUEST"],
+    }
+
+
+# -- charts ----------------------------------------------------------------------------------------------------
+
+
+def positions_from_birth(
+    birth_datetimes: Sequence[datetime], latitudes: Sequence[float], longitudes: Sequence[float]
+) -> ephemeris.Positions:
+    try:
+        return ephemeris.compute_positions(list(birth_datetimes), list(latitudes), list(longitudes))
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        # The ephemeris names its own arguments; an API caller knows the chart's fields.
+        field = _EPHEMERIS_FIELDS.get(field, "birth_datetime")
+        raise ServiceError(field, message or str(exc)) from exc
+
+
+_EPHEMERIS_FIELDS = {"datetimes_utc": "birth_datetime", "lat": "latitude", "lon": "longitude"}
+
+
+@dataclass(frozen=True)
+class ChartInput:
+    """Validated input for one chart: birth data, or positions given by the host."""
+
+    name: str = ""
+    is_public: bool = False
+    birth_datetime: datetime | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    time_zone: str = ""
+    points: tuple[str, ...] | None = None
+    longitudes: tuple[float, ...] | None = None
+    speeds: tuple[float, ...] | None = None
+
+
+def create_charts(owner: Any, inputs: Sequence[ChartInput]) -> list[Chart]:
+    """Create charts, computing positions from birth data in one vectorised ephemeris call."""
+    charts = [_unsaved_chart(owner, item) for item in inputs]
+    _fill_positions([c for c, item in zip(charts, inputs, strict=True) if item.points is None])
+    with transaction.atomic():
+        return Chart.objects.bulk_create(charts) if len(charts) > 1 else [_save(charts[0])]
+
+
+def _save(chart: Chart) -> Chart:
+    chart.save()
+    return chart
+
+
+def _unsaved_chart(owner: Any, item: ChartInput) -> Chart:
+    chart = Chart(
+        owner=owner if owner is not None and owner.is_authenticated else None,
+        name=item.name,
+        is_public=item.is_public,
+        birth_datetime=item.birth_datetime,
+        latitude=item.latitude,
+        longitude=item.longitude,
+        time_zone=item.time_zone,
+    )
+    if item.points is not None:
+        chart.set_positions(item.points, item.longitudes, item.speeds)
+    return chart
+
+
+def _fill_positions(charts: Sequence[Chart]) -> None:
+    if not charts:
+        return
+    positions = positions_from_birth(
+        [c.birth_datetime for c in charts],  # type: ignore[misc]
+        [c.latitude for c in charts],  # type: ignore[misc]
+        [c.longitude for c in charts],  # type: ignore[misc]
+    )
+    for n, chart in enumerate(charts):
+        chart.set_positions(positions.points, positions.longitudes[n], positions.speeds[n])
+
+
+def update_chart(chart: Chart, changes: ChartInput, fields: Iterable[str]) -> Chart:
+    """Apply ``fields`` of ``changes``; positions are recomputed (or replaced) and stale results removed."""
+    fields = set(fields)
+    for name in ("name", "is_public", "birth_datetime", "latitude", "longitude", "time_zone"):
+        if name in fields:
+            setattr(chart, name, getattr(changes, name))
+    old_hash = chart.positions_hash
+    if changes.points is not None:
+        chart.set_positions(changes.points, changes.longitudes, changes.speeds)
+    elif fields & {"birth_datetime", "latitude", "longitude"}:
+        if chart.birth_datetime is None or chart.latitude is None or chart.longitude is None:
+            raise ServiceError("birth_datetime", "birth_datetime, latitude and longitude are all needed")
+        _fill_positions([chart])
+    with transaction.atomic():
+        chart.save()
+        if chart.positions_hash != old_hash:
+            invalidate_results(chart)
+    return chart
+
+
+def invalidate_results(chart: Chart) -> int:
+    """Delete every persisted result that involves ``chart``."""
+    deleted, _ = AspectResult.objects.filter(chart_a=chart).delete()
+    more, _ = AspectResult.objects.filter(chart_b=chart).delete()
+    return deleted + more
+
+
+@dataclass(frozen=True)
+class ChartArrays:
+    ids: list[int]
+    points: tuple[str, ...]
+    longitudes: npt.NDArray[np.float64]
+    speeds: npt.NDArray[np.float64] | None
+
+
+def chart_arrays(charts: Sequence[Chart], field: str = "charts") -> ChartArrays:
+    """Stack charts' positions into (N, P) arrays; all must have the same points."""
+    if not charts:
+        raise ServiceError(field, "no charts selected")
+    points = tuple(charts[0].points)
+    for chart in charts:
+        if tuple(chart.points) != points:
+            raise ServiceError(field, f"chart {chart.pk} has points {chart.points}, others have {list(points)}")
+    longitudes = np.stack([c.longitude_array for c in charts])
+    speed_rows = [c.speed_array for c in charts]
+    speeds = None if any(s is None for s in speed_rows) else np.stack(speed_rows)  # type: ignore[arg-type]
+    return ChartArrays([int(c.pk) for c in charts], points, longitudes, speeds)
+
+
+# -- results ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AspectsResult:
+    points: tuple[str, ...]
+    hits: AspectHits
+    cached: bool
+    config: AspectConfig
+
+    def aspects(self) -> list[dict[str, Any]]:
+        return [
+            {key: value for key, value in record.items() if key not in ("i", "j")}
+            for record in self.hits.to_records(point_names=True)
+        ]
+
+
+def encode_hits(hits: AspectHits) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, points=np.asarray(hits.points), **hits.to_arrays())
+    return buffer.getvalue()
+
+
+def decode_hits(payload: bytes, natal: bool) -> AspectHits:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as data:
+        return AspectHits(
+            i=data["i"],
+            j=None if natal else data["j"],
+            p1=data["p1"],
+            p2=data["p2"],
+            aspect=data["aspect"],
+            orb=data["orb"],
+            movement=data["movement"],
+            points=tuple(str(p) for p in data["points"]),
+        )
+
+
+def _combined_hash(*charts: Chart) -> str:
+    return positions_hash([c.positions_hash for c in charts], np.empty(0), None)
+
+
+def natal_aspects(chart: Chart, config: AspectConfig) -> AspectsResult:
+    return _persisted_aspects(AspectResult.Kind.NATAL, chart, chart, config)
+
+
+def synastry_aspects(chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectsResult:
+    if tuple(chart_a.points) != tuple(chart_b.points):
+        raise ServiceError("chart_b", f"chart_b has points {chart_b.points} but chart_a has {chart_a.points}")
+    return _persisted_aspects(AspectResult.Kind.SYNASTRY, chart_a, chart_b, config)
+
+
+def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectsResult:
+    natal = kind == AspectResult.Kind.NATAL
+    combined = _combined_hash(chart_a, chart_b)
+    key = {"kind": kind, "chart_a": chart_a, "chart_b": chart_b, "config_hash": config.config_hash()}
+    stored = AspectResult.objects.filter(**key, engine_version=ENGINE_VERSION, positions_hash=combined).first()
+    if stored is not None:
+        return AspectsResult(tuple(chart_a.points), decode_hits(bytes(stored.payload), natal), True, config)
+    start = time.perf_counter()
+    hits = _compute(kind, chart_a, chart_b, config)
+    AspectResult.objects.update_or_create(
+        **key,
+        engine_version=ENGINE_VERSION,
+        defaults={
+            "positions_hash": combined,
+            "payload": encode_hits(hits),
+            "hit_count": len(hits),
+            "duration_ms": (time.perf_counter() - start) * 1000.0,
+        },
+    )
+    return AspectsResult(tuple(chart_a.points), hits, False, config)
+
+
+def _compute(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectHits:
+    calc = calculator(config)
+    points = tuple(chart_a.points)
+    try:
+        if kind == AspectResult.Kind.NATAL:
+            return calc.natal(chart_a.longitude_array[None, :], _row(chart_a.speed_array), points=points)
+        return calc.synastry(
+            chart_a.longitude_array[None, :],
+            chart_b.longitude_array[None, :],
+            _row(chart_a.speed_array),
+            _row(chart_b.speed_array),
+            points=points,
+        )
+    except ValueError as exc:
+        raise ServiceError("orbs", str(exc)) from exc
+
+
+def _row(speeds: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64] | None:
+    return None if speeds is None else speeds[None, :]
+
+
+def inline_synastry(
+    points: Sequence[str],
+    longitudes_a: Sequence[float],
+    longitudes_b: Sequence[float],
+    speeds_a: Sequence[float] | None,
+    speeds_b: Sequence[float] | None,
+    config: AspectConfig,
+) -> AspectsResult:
+    """Synastry between two position sets that are not stored (hosts that keep charts elsewhere)."""
+    calc = calculator(config)
+    try:
+        hits = calc.synastry(
+            np.asarray([longitudes_a], dtype=np.float64),
+            np.asarray([longitudes_b], dtype=np.float64),
+            None if speeds_a is None else np.asarray([speeds_a], dtype=np.float64),
+            None if speeds_b is None else np.asarray([speeds_b], dtype=np.float64),
+            points=tuple(points),
+        )
+    except ValueError as exc:
+        raise ServiceError("points", str(exc)) from exc
+    return AspectsResult(tuple(points), hits, False, config)
+
+
+def scores(chart: Chart, others: Sequence[Chart], method: str, config: AspectConfig) -> list[dict[str, Any]]:
+    """Score of ``chart`` against each of ``others``, in their order."""
+    a = chart_arrays([chart], "chart")
+    b = chart_arrays(others, "charts")
+    if a.points != b.points:
+        raise ServiceError("charts", f"the charts' points {list(b.points)} differ from the chart's {list(a.points)}")
+    try:
+        values = calculator(config).scores(a.longitudes, b.longitudes, method=method, points=a.points)
+    except ValueError as exc:
+        raise ServiceError("method", str(exc)) from exc
+    return [{"chart": chart_id, "score": _number(v)} for chart_id, v in zip(b.ids, values[0].tolist(), strict=True)]
+
+
+def top_matches(
+    chart: Chart, candidates: Sequence[Chart], k: int, method: str, config: AspectConfig
+) -> list[dict[str, Any]]:
+    """The ``k`` best partners of ``chart`` among ``candidates`` (the chart itself excluded)."""
+    others = [c for c in candidates if c.pk != chart.pk and tuple(c.points) == tuple(chart.points)]
+    if not others:
+        return []
+    a = chart_arrays([chart], "chart")
+    b = chart_arrays(others, "candidates")
+    try:
+        best = calculator(config).top_k(a.longitudes, b.longitudes, k=k, method=method, points=a.points)
+    except ValueError as exc:
+        raise ServiceError("method", str(exc)) from exc
+    return [
+        {"rank": rank + 1, "chart": b.ids[int(j)], "score": _number(score)}
+        for rank, (j, score) in enumerate(zip(best.indices[0].tolist(), best.scores[0].tolist(), strict=True))
+    ]
+
+
+def _number(value: float | int) -> float | int:
+    return value if isinstance(value, int) else round(float(value), 6)
+
+
+def estimate(
+    num_charts1: int, num_charts2: int | None, num_planets: int, operation: str, method: str, working_memory_mb: float
+) -> dict[str, Any]:
+    settings = get_config()
+    try:
+        calc = MemoryOptimizedVectorizedCalculator(backend=settings["BACKEND"], working_memory_mb=working_memory_mb)
+        return calc.estimate_memory_usage(num_charts1, num_charts2, num_planets, operation=operation, method=method)
+    except ValueError as exc:
+        raise ServiceError(str(exc).split(":", 1)[0], str(exc)) from exc
