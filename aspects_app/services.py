@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -221,26 +220,6 @@ class AspectsResult:
         ]
 
 
-def encode_hits(hits: AspectHits) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, points=np.asarray(hits.points), **hits.to_arrays())
-    return buffer.getvalue()
-
-
-def decode_hits(payload: bytes, natal: bool) -> AspectHits:
-    with np.load(io.BytesIO(payload), allow_pickle=False) as data:
-        return AspectHits(
-            i=data["i"],
-            j=None if natal else data["j"],
-            p1=data["p1"],
-            p2=data["p2"],
-            aspect=data["aspect"],
-            orb=data["orb"],
-            movement=data["movement"],
-            points=tuple(str(p) for p in data["points"]),
-        )
-
-
 def _combined_hash(*charts: Chart) -> str:
     return positions_hash([c.positions_hash for c in charts], np.empty(0), None)
 
@@ -256,12 +235,11 @@ def synastry_aspects(chart_a: Chart, chart_b: Chart, config: AspectConfig) -> As
 
 
 def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectsResult:
-    natal = kind == AspectResult.Kind.NATAL
     combined = _combined_hash(chart_a, chart_b)
     key = {"kind": kind, "chart_a": chart_a, "chart_b": chart_b, "config_hash": config.config_hash()}
     stored = AspectResult.objects.filter(**key, engine_version=ENGINE_VERSION, positions_hash=combined).first()
     if stored is not None:
-        return AspectsResult(tuple(chart_a.points), decode_hits(bytes(stored.payload), natal), True, config)
+        return AspectsResult(tuple(chart_a.points), AspectHits.from_bytes(bytes(stored.payload)), True, config)
     start = time.perf_counter()
     hits = _compute(kind, chart_a, chart_b, config)
     AspectResult.objects.update_or_create(
@@ -269,7 +247,7 @@ def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: Aspect
         engine_version=ENGINE_VERSION,
         defaults={
             "positions_hash": combined,
-            "payload": encode_hits(hits),
+            "payload": hits.to_bytes(),
             "hit_count": len(hits),
             "duration_ms": (time.perf_counter() - start) * 1000.0,
         },

@@ -64,7 +64,12 @@ if os.environ.get("ASPECTS_DB") == "postgres":
         }
     }
 else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("ASPECTS_SQLITE_PATH", BASE_DIR / "db.sqlite3"),
+        }
+    }
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -95,4 +100,14 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-ASPECTS: dict[str, object] = {}
+
+def _rate(name: str, default: str) -> str | None:
+    """A throttle rate from the environment; "off" disables it (benchmarks, trusted networks)."""
+    value = os.environ.get(name, default)
+    return None if value.lower() == "off" else value
+
+
+ASPECTS: dict[str, object] = {
+    "THROTTLE_ANON": _rate("ASPECTS_THROTTLE_ANON", "60/min"),
+    "THROTTLE_USER": _rate("ASPECTS_THROTTLE_USER", "600/min"),
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,18 @@ INDEX_DTYPE = np.int32  # chart indices: 2**31 charts per side is beyond any use
 CODE_DTYPE = np.uint8  # point, aspect and movement codes
 # Bytes per hit in the result: i, j (int32), p1, p2, aspect (uint8), orb (float64), movement (uint8).
 HIT_RESULT_BYTES = 4 + 4 + 1 + 1 + 1 + 8 + 1
+
+
+_MAGIC = b"AHITS1"
+_COLUMN_DTYPES = {
+    "i": INDEX_DTYPE,
+    "j": INDEX_DTYPE,
+    "p1": CODE_DTYPE,
+    "p2": CODE_DTYPE,
+    "aspect": CODE_DTYPE,
+    "orb": np.float64,
+    "movement": CODE_DTYPE,
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,40 @@ class AspectHits:
 
     def to_json(self, point_names: bool = True) -> str:
         return json.dumps(self.to_records(point_names=point_names))
+
+    def to_bytes(self) -> bytes:
+        """A compact binary form (a JSON header, then the columns' raw bytes, zlib-compressed); no pickle."""
+        columns = self.to_arrays()
+        header = json.dumps({"points": list(self.points), "natal": self.j is None, "n": len(self)}).encode()
+        body = zlib.compress(b"".join(np.ascontiguousarray(c).tobytes() for c in columns.values()), level=1)
+        return _MAGIC + len(header).to_bytes(4, "little") + header + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AspectHits:
+        if data[: len(_MAGIC)] != _MAGIC:
+            raise ValueError("not an AspectHits payload")
+        start = len(_MAGIC) + 4
+        end = start + int.from_bytes(data[len(_MAGIC) : start], "little")
+        header = json.loads(data[start:end])
+        body = zlib.decompress(data[end:])
+        n = int(header["n"])
+        names = ["i"] + ([] if header["natal"] else ["j"]) + ["p1", "p2", "aspect", "orb", "movement"]
+        columns: dict[str, npt.NDArray[Any]] = {}
+        offset = 0
+        for name in names:
+            dtype = np.dtype(_COLUMN_DTYPES[name])
+            columns[name] = np.frombuffer(body, dtype=dtype, count=n, offset=offset)
+            offset += n * dtype.itemsize
+        return cls(
+            i=columns["i"],
+            j=columns.get("j"),
+            p1=columns["p1"],
+            p2=columns["p2"],
+            aspect=columns["aspect"],
+            orb=columns["orb"],
+            movement=columns["movement"],
+            points=tuple(header["points"]),
+        )
 
     def counts_by_aspect(self) -> dict[str, int]:
         counts = np.bincount(self.aspect, minlength=len(ASPECT_NAMES))

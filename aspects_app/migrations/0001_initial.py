@@ -112,7 +112,7 @@ class Migration(migrations.Migration):
                 ("config_hash", models.CharField(max_length=32)),
                 ("engine_version", models.CharField(max_length=32)),
                 ("positions_hash", models.CharField(max_length=64)),
-                ("payload", models.BinaryField(help_text="Compressed NumPy arrays (npz) of the result's columns.")),
+                ("payload", models.BinaryField(help_text="The result's columns, compressed (AspectHits.to_bytes).")),
                 ("hit_count", models.PositiveIntegerField(default=0)),
                 ("computed_at", models.DateTimeField(auto_now=True)),
                 ("duration_ms", models.FloatField(default=0.0)),
