@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import validation
-from .aspects import AspectConfig, resolve_points
+from .aspects import STANDARD_POINTS, AspectConfig, resolve_points
 from .backend import Backend, get_backend
 from .chunking import MIB, ChunkPlan
 from .classify import AspectClassifier, OrbProfiles
@@ -252,6 +252,7 @@ class MemoryOptimizedVectorizedCalculator:
         num_planets: int = 10,
         operation: str = "synastry",
         method: str = "discepolo",
+        points: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """The memory plan of an operation without running it.
 
@@ -265,7 +266,9 @@ class MemoryOptimizedVectorizedCalculator:
         assert n1 is not None and n2 is not None and p is not None
         if operation not in OPERATIONS:
             raise ValueError(f"operation: unknown operation {operation!r}; choose one of {', '.join(OPERATIONS)}")
-        names = self._points(None, p) if p <= 13 else tuple(f"P{n}" for n in range(p))
+        if points is None and self.points is None and p > len(STANDARD_POINTS):
+            points = [f"P{n}" for n in range(p)]  # unnamed extra columns: names only matter for point_orbs
+        names = self._points(points, p)
         hit_fraction = None
         if operation in ("synastry", "natal"):
             kernel = self._hit_kernel(names, "all" if operation == "synastry" else "upper")

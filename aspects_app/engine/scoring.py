@@ -18,7 +18,8 @@ Sun–Ascendant, Moon–Ascendant, Venus–Mars, any major     4
 ``w(p1) · w(p2) · h(aspect) · (1 − orb / orb_max)`` under the calculator's own orbs, where ``w`` weighs personal
 points over generational ones (:data:`POINT_WEIGHTS`), ``h`` is positive for harmonious aspects and negative for
 hard ones (:data:`ASPECT_HARMONY`), and exact aspects count fully, fading linearly to nothing at the orb's edge.
-The sum is scaled by 100 / Σ w(p1)·w(p2), so it lies in [−100, 100] whatever the number of points.
+The sum is scaled by 100 / Σ w(p1)·w(p2), so it lies in [−100, 100] whatever the number of points. An orb below
+a nanodegree makes an aspect exact-only: it counts fully when it occurs.
 """
 
 from __future__ import annotations
@@ -262,3 +263,4 @@ class WeightedScorer:
             xp.multiply(work, hit, out=work)
             xp.sum(work, axis=-1, out=out)
             out *= self.scale
+            xp.clip(out, -100.0, 100.0, out=out)  # summation rounding can overshoot the bound by an ulp
