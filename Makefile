@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[dev]' $(foreach r,$(EXTRA_PIP),'$(r)')
 	touch $@
 
+# The Quick start's main job: 2,000 demo charts from birth data, natal aspects for all, top-10 matches for each.
 demo: $(VENV)/.installed
-	$(PY) -m aspects_app.engine.demo
+	$(PY) manage.py migrate --verbosity 0
+	$(PY) manage.py compute_aspects --demo 2000 --mode natal --mode top-k -k 10
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

@@ -164,3 +164,29 @@ class BatchRun(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class Match(models.Model):
+    """One of a chart's best partners, as a batch top-k run ranked them.
+
+    Unique per (chart, method, config, rank): a re-run replaces a chart's list instead of adding to it.
+    """
+
+    chart = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="matches")
+    partner = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="+")
+    rank = models.PositiveSmallIntegerField(help_text="1 is the best partner.")
+    score = models.FloatField()
+    method = models.CharField(max_length=16)
+    config_hash = models.CharField(max_length=32)
+    run = models.ForeignKey(BatchRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["chart", "method", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["chart", "method", "config_hash", "rank"], name="match_unique_rank")
+        ]
+        indexes = [models.Index(fields=["partner"])]
+
+    def __str__(self) -> str:
+        return f"{self.chart_id} #{self.rank}: {self.partner_id} ({self.score:g})"

@@ -220,8 +220,13 @@ class AspectsResult:
         ]
 
 
+def combined_positions_hash(*hashes: str) -> str:
+    """What a result over several charts was computed from."""
+    return positions_hash(list(hashes), np.empty(0), None)
+
+
 def _combined_hash(*charts: Chart) -> str:
-    return positions_hash([c.positions_hash for c in charts], np.empty(0), None)
+    return combined_positions_hash(*(c.positions_hash for c in charts))
 
 
 def natal_aspects(chart: Chart, config: AspectConfig) -> AspectsResult:

@@ -207,17 +207,21 @@ class MemoryOptimizedVectorizedCalculator:
         method: str = "discepolo",
         points: Sequence[str] | None = None,
         exclude_self: bool = False,
+        row_offset: int = 0,
     ) -> TopK:
         """The ``k`` best partners in ``lon_b`` of every chart of ``lon_a`` by score, best first, ties to the lower
         index. ``lon_b=None`` matches ``lon_a`` against itself; ``exclude_self`` drops each chart's own column
-        (for one population on both sides). ``k`` is capped at the number of candidates."""
+        (one population on both sides): row ``r`` of ``lon_a`` is column ``r + row_offset`` of ``lon_b``, so a
+        block of rows can be matched against its whole population. ``k`` is capped at the number of candidates."""
         k_checked = validation.positive_int("k", k)
         assert k_checked is not None
         if lon_b is None:
             lon_b = lon_a
         a, b, names = self._score_inputs(lon_a, lon_b, method, points)
-        if exclude_self and a.shape[0] != b.shape[0]:
-            raise ValueError("exclude_self: both sides must be the same population (equal chart counts)")
+        if row_offset < 0 or (row_offset and not exclude_self):
+            raise ValueError(f"row_offset: must be >= 0 and only used with exclude_self, got {row_offset}")
+        if exclude_self and a.shape[0] + row_offset > b.shape[0]:
+            raise ValueError("exclude_self: lon_a must be rows of lon_b (from row_offset on), but it has more charts")
         k_eff = min(k_checked, b.shape[0] - (1 if exclude_self else 0))
         score_dtype = np.int16 if method == "discepolo" else np.float64
         if k_eff <= 0:
@@ -234,7 +238,7 @@ class MemoryOptimizedVectorizedCalculator:
             for rows, cols in self._chunks(plan):
                 with self._score_block(method, names, xa, xb, rows, cols) as block:
                     if exclude_self:
-                        row_ids = xp.arange(rows.start, rows.stop)[:, None]
+                        row_ids = xp.arange(rows.start + row_offset, rows.stop + row_offset)[:, None]
                         col_ids = xp.arange(cols.start, cols.stop)[None, :]
                         block[row_ids == col_ids] = lowest
                     index, score = select_top_k(xp, block, k_eff)

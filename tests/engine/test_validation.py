@@ -245,8 +245,22 @@ def test_bad_k(calc: MemoryOptimizedVectorizedCalculator, k: Any) -> None:
 
 
 def test_exclude_self_needs_one_population(calc: MemoryOptimizedVectorizedCalculator) -> None:
+    # lon_a must be rows of lon_b (a block of one population, from row_offset on).
     with pytest.raises(ValueError, match=r"^exclude_self"):
-        calc.top_k(GOOD, GOOD_B, k=1, exclude_self=True)
+        calc.top_k(GOOD_B, GOOD, k=1, exclude_self=True)
+    with pytest.raises(ValueError, match=r"^exclude_self"):
+        calc.top_k(GOOD, GOOD_B, k=1, exclude_self=True, row_offset=2)
+    with pytest.raises(ValueError, match=r"^row_offset"):
+        calc.top_k(GOOD, GOOD_B, k=1, row_offset=1)
+
+
+def test_exclude_self_with_a_row_block_matches_the_whole_population(calc: MemoryOptimizedVectorizedCalculator) -> None:
+    population = np.random.default_rng(5).uniform(0, 360, (30, 10))
+    whole = calc.top_k(population, k=4, exclude_self=True)
+    for start in (0, 7, 29):
+        block = calc.top_k(population[start : start + 7], population, k=4, exclude_self=True, row_offset=start)
+        np.testing.assert_array_equal(block.indices, whole.indices[start : start + 7])
+        np.testing.assert_array_equal(block.scores, whole.scores[start : start + 7])
 
 
 def test_calculate_large_batch_aspects_input(calc: MemoryOptimizedVectorizedCalculator) -> None:

@@ -1,0 +1,277 @@
+"""``manage.py compute_aspects``: natal aspects, synastry, scores and top-k matches for many charts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.dateparse import parse_datetime
+from tqdm import tqdm
+
+from aspects_app import batch, demo_data, services
+from aspects_app.conf import get_config
+from aspects_app.engine.backend import BACKEND_NAMES
+from aspects_app.engine.scoring import SCORE_METHODS
+from aspects_app.models import BatchRun, Chart
+
+DEMO_BATCH = 5000  # charts per ephemeris call and bulk insert
+
+
+class Command(BaseCommand):
+    help = (
+        "Compute natal aspects, synastry, compatibility scores or top-k matches for a selection of charts, in "
+        "chunks under a memory budget, into the database or a file. Every run is a BatchRun; an interrupted run "
+        "(Ctrl-C, kill, crash) continues with --resume RUN_ID."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--mode",
+            action="append",
+            choices=batch.MODES,
+            help="natal, synastry, scores or top-k; repeat for several (run in the order given).",
+        )
+        group = parser.add_argument_group("selection (group A; default: all charts)")
+        group.add_argument("--ids", help="Comma-separated chart ids.")
+        group.add_argument("--owner", help="Charts of this username.")
+        group.add_argument("--changed-since", help="Charts updated at or after this ISO datetime.")
+        other = parser.add_argument_group("second group B for synastry, scores, top-k (default: within group A)")
+        other.add_argument("--with-ids", help="Comma-separated chart ids.")
+        other.add_argument("--with-owner", help="Charts of this username.")
+        other.add_argument("--with-changed-since", help="Charts updated at or after this ISO datetime.")
+        other.add_argument("--with-all", action="store_true", help="All charts as group B.")
+        compute = parser.add_argument_group("computation")
+        compute.add_argument("--orbs", help='Orb preset ("default", "all") or JSON {aspect: orb}. Default: settings.')
+        compute.add_argument("--aspects", help="Comma-separated aspect names to keep.")
+        compute.add_argument(
+            "--method", choices=SCORE_METHODS, default="discepolo", help="Score (default: %(default)s)."
+        )
+        compute.add_argument("-k", type=int, default=10, help="Partners per chart for top-k (default: %(default)s).")
+        compute.add_argument("--backend", choices=BACKEND_NAMES, help="Engine backend (default: settings, auto).")
+        compute.add_argument("--working-memory-mb", type=float, help="Chunk budget in MiB (default: settings, 256).")
+        compute.add_argument("--chunk-size", type=int, help="Rows per engine chunk, overriding the budget.")
+        output = parser.add_argument_group("output")
+        output.add_argument("--output", default="db", help='"db" (default) or a file path (.jsonl, .csv, .npz).')
+        output.add_argument("--format", choices=batch.FORMATS, help="File format (default: from the extension).")
+        actions = parser.add_argument_group("actions")
+        actions.add_argument("--estimate", action="store_true", help="Print the memory plan and a time estimate.")
+        actions.add_argument("--demo", type=int, metavar="N", help="First create N demo charts (seeded, idempotent).")
+        actions.add_argument("--seed", type=int, default=0, help="Seed of the demo charts (default: %(default)s).")
+        actions.add_argument("--resume", type=int, metavar="RUN_ID", help="Continue an interrupted or failed run.")
+        actions.add_argument("--no-progress", action="store_true", help="No progress bar.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.verbosity = int(options["verbosity"])
+        if options["resume"] is not None:
+            self._refuse_with_resume(options)
+            run = BatchRun.objects.filter(pk=options["resume"]).first()
+            if run is None:
+                raise CommandError(f"--resume: no batch run {options['resume']}")
+            if run.status == BatchRun.Status.DONE:
+                raise CommandError(f"--resume: run {run.pk} is already done")
+            self._execute(run, options)
+            return
+        if options["demo"] is not None:
+            self._create_demo(options["demo"], options["seed"])
+        if not options["mode"]:
+            if options["demo"] is not None:
+                return
+            raise CommandError("--mode: give at least one of " + ", ".join(batch.MODES))
+        spec = self._spec(options)
+        if options["estimate"]:
+            self._print_estimate(spec)
+            return
+        self._execute(batch.create_run(spec), options)
+
+    # -- options -----------------------------------------------------------------------------------------------
+
+    def _refuse_with_resume(self, options: dict[str, Any]) -> None:
+        conflicting = [
+            name
+            for name in (
+                "mode",
+                "ids",
+                "owner",
+                "changed_since",
+                "with_ids",
+                "with_owner",
+                "with_changed_since",
+                "orbs",
+                "aspects",
+                "demo",
+                "backend",
+                "working_memory_mb",
+                "chunk_size",
+                "format",
+            )
+            if options.get(name)
+        ]
+        if options["estimate"] or options["with_all"] or options["output"] != "db":
+            conflicting.append("estimate/with-all/output")
+        if conflicting:
+            names = ", ".join("--" + n.replace("_", "-") for n in conflicting)
+            raise CommandError(f"--resume takes the run's own parameters; drop {names}")
+
+    def _spec(self, options: dict[str, Any]) -> batch.JobSpec:
+        settings = get_config()
+        group_a = self._selection(options["ids"], options["owner"], options["changed_since"], "")
+        with_any = any(options[n] for n in ("with_ids", "with_owner", "with_changed_since")) or options["with_all"]
+        group_b = (
+            self._selection(options["with_ids"], options["with_owner"], options["with_changed_since"], "with-")
+            if with_any
+            else None
+        )
+        chunk_size = options["chunk_size"]
+        if chunk_size is not None and chunk_size < 1:
+            raise CommandError(f"--chunk-size: must be at least 1, got {chunk_size}")
+        budget = options["working_memory_mb"]
+        if budget is not None and not budget > 0:
+            raise CommandError(f"--working-memory-mb: must be positive, got {budget}")
+        try:
+            return batch.JobSpec(
+                modes=list(dict.fromkeys(options["mode"])),
+                group_a=group_a.resolve("selection"),
+                group_b=None if group_b is None else group_b.resolve("second group"),
+                orbs=self._orbs(options["orbs"]),
+                aspects=None if options["aspects"] is None else options["aspects"].split(","),
+                method=options["method"],
+                k=options["k"],
+                backend=options["backend"] or settings["BACKEND"],
+                working_memory_mb=float(budget or settings["WORKING_MEMORY_MB"]),
+                chunk_size=chunk_size,
+                output=options["output"],
+                file_format=options["format"],
+            )
+        except batch.BatchError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _selection(self, ids: str | None, owner: str | None, since: str | None, prefix: str) -> batch.Selection:
+        parsed_ids = None
+        if ids is not None:
+            try:
+                parsed_ids = sorted({int(part) for part in ids.split(",") if part.strip()})
+            except ValueError as exc:
+                raise CommandError(f"--{prefix}ids: expected comma-separated integers, got {ids!r}") from exc
+            if not parsed_ids:
+                raise CommandError(f"--{prefix}ids: no ids given")
+        moment: datetime | None = None
+        if since is not None:
+            moment = parse_datetime(since)
+            if moment is None:
+                raise CommandError(f"--{prefix}changed-since: not an ISO datetime: {since!r}")
+            if moment.tzinfo is None:
+                raise CommandError(f"--{prefix}changed-since: give a UTC offset, e.g. {since}+00:00")
+        if owner is not None and not Chart.objects.filter(owner__username=owner).exists():
+            raise CommandError(f"--{prefix}owner: no charts owned by {owner!r}")
+        return batch.Selection(ids=parsed_ids, owner=owner, changed_since=moment)
+
+    @staticmethod
+    def _orbs(value: str | None) -> str | dict[str, float] | None:
+        if value is None or not value.lstrip().startswith("{"):
+            return value
+        try:
+            orbs = json.loads(value)
+        except ValueError as exc:
+            raise CommandError(f"--orbs: not valid JSON ({exc})") from exc
+        if not isinstance(orbs, dict):
+            raise CommandError("--orbs: expected a JSON object {aspect: orb}")
+        return orbs
+
+    # -- actions -----------------------------------------------------------------------------------------------
+
+    def _create_demo(self, count: int, seed: int) -> None:
+        if count < 1:
+            raise CommandError(f"--demo: must be at least 1, got {count}")
+        wanted = demo_data.demo_charts(count, seed)
+        existing = set(
+            Chart.objects.filter(name__startswith=f"{demo_data.NAME_PREFIX}-{seed}-").values_list("name", flat=True)
+        )
+        missing = [chart for chart in wanted if chart.name not in existing]
+        start = time.perf_counter()
+        for first in range(0, len(missing), DEMO_BATCH):
+            services.create_charts(None, missing[first : first + DEMO_BATCH])
+        seconds = time.perf_counter() - start
+        if self.verbosity:
+            rate = f" ({len(missing) / seconds:,.0f} charts/s)" if missing and seconds > 0 else ""
+            self.stdout.write(f"demo charts: {len(missing):,} created{rate}, {count - len(missing):,} already present")
+
+    def _print_estimate(self, spec: batch.JobSpec) -> None:
+        try:
+            report = batch.calibrate(spec)
+        except batch.BatchError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"backend: {report['backend']}")
+        for mode, plan in report["modes"].items():
+            self.stdout.write(
+                f"{mode}: {plan['units']:,} units in {plan['chunks']:,} chunks of {plan['chunk_rows']:,} rows;"
+                f" chunk memory {plan['chunked_mb']:.1f} MiB (unchunked {plan['unchunked_mb']:,.1f} MiB,"
+                f" {plan['memory_savings_percent']:.1f}% saved); result ~{plan['result_bytes'] / 2**20:,.1f} MiB;"
+                f" ~{plan['estimated_seconds']:,.1f} s at {plan['units_per_second']:,.0f} units/s"
+            )
+
+    def _execute(self, run: BatchRun, options: dict[str, Any]) -> None:
+        show_progress = self.verbosity > 0 and not options["no_progress"]
+        stream = getattr(self.stderr, "_out", sys.stderr)  # tqdm needs the raw stream, not Django's wrapper
+        bar = tqdm(total=0, unit="pair", unit_scale=True, file=stream, disable=not show_progress, desc=run.mode)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        with self._stop_on_signals() as stop:
+            try:
+                job = batch.BatchJob(run, progress=progress, should_stop=stop)
+                summary = job.execute()
+            except batch.BatchInterrupted as exc:
+                raise CommandError(f"{exc}; continue with --resume {run.pk}") from exc
+            except batch.BatchError as exc:
+                raise CommandError(str(exc)) from exc
+            finally:
+                bar.close()
+        self._print_summary(summary)
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[Any]:
+        """Ctrl-C or SIGTERM asks the job to stop after its current block (a second Ctrl-C stops at once)."""
+        requested: list[int] = []
+
+        def ask(signum: int, frame: Any) -> None:
+            if requested:
+                raise KeyboardInterrupt
+            requested.append(signum)
+            self.stderr.write("stopping after the current block…")
+
+        if threading.current_thread() is not threading.main_thread():  # signals can only be caught there
+            yield lambda: False
+            return
+        previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield lambda: bool(requested)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _print_summary(self, summary: batch.Summary) -> None:
+        if not self.verbosity:
+            return
+        run = BatchRun.objects.get(pk=summary.run_id)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"run {summary.run_id} done: {', '.join(summary.modes)} on {summary.backend}; "
+                f"{summary.pairs:,} pairs, {summary.hits:,} hits, {summary.rows_written:,} rows written "
+                f"({run.rows_written:,} over the whole run) in {summary.seconds:.2f} s "
+                f"({summary.pairs_per_second:,.0f} pairs/s); peak memory +{summary.peak_memory_mb:.0f} MiB; "
+                f"output: {summary.output}"
+            )
+        )
+        if self.verbosity > 1:
+            for mode, seconds in summary.per_mode_seconds.items():
+                self.stdout.write(f"  {mode}: {seconds:.2f} s")
