@@ -13,6 +13,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -121,6 +122,10 @@ class JobSpec:
             raise BatchError("--mode scores writes a dense matrix: give --output PATH.npz (or .csv / .jsonl)")
         if self.k < 1:
             raise BatchError(f"-k: must be at least 1, got {self.k}")
+        if not math.isfinite(self.working_memory_mb) or self.working_memory_mb <= 0:
+            raise BatchError(f"--working-memory-mb: must be positive and finite, got {self.working_memory_mb}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise BatchError(f"--chunk-size: must be at least 1, got {self.chunk_size}")
         self.config()  # validate orbs and aspects now, not after the first block
 
     @property
@@ -227,6 +232,7 @@ class BatchJob:
         self.state = JobState(**run.parameters.get("state", {}))
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)
+        self.column_of: dict[int, int] = {}  # chart id -> its column in group B
         self.config = self.spec.config()
         self.calculator = MemoryOptimizedVectorizedCalculator(
             config=self.config,
@@ -244,6 +250,7 @@ class BatchJob:
         group_b = group_a if self.spec.group_b is None else load_population(self.spec.group_b, "group B")
         if group_a.points != group_b.points:
             raise BatchError(f"groups have different points: {list(group_a.points)} and {list(group_b.points)}")
+        self.column_of = {chart: column for column, chart in enumerate(group_b.ids.tolist())}
         totals = [self._units(mode, group_a, group_b) for mode in self.spec.modes]
         summary = Summary(self.run.pk, self.spec.modes, self.calculator.backend.name, output=self.spec.output)
         run = self.run
@@ -295,9 +302,8 @@ class BatchJob:
         return n * m
 
     def _block_rows(self, mode: str, a: Population, b: Population) -> int:
-        operation = {"natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k"}[mode]
         plan = self.calculator.estimate_memory_usage(
-            max(len(a.ids), 1), max(len(b.ids), 1), len(a.points), operation, self.spec.method, points=a.points
+            max(len(a.ids), 1), max(len(b.ids), 1), len(a.points), _OPERATIONS[mode], self.spec.method, points=a.points
         )
         return int(min(MAX_BLOCK_ROWS, max(MIN_BLOCK_ROWS, plan["chunk_rows"])))
 
@@ -361,14 +367,10 @@ class BatchJob:
         if mode == "scores":
             values = calc.scores(lon, b.longitudes, method=self.spec.method, points=a.points)
             return int(values.size), 0, writer.write_scores(values, rows, a, b)
+        # A chart is never its own partner, whether the groups are one population or merely share charts.
+        excluded = np.array([self.column_of.get(chart, -1) for chart in a.ids[rows].tolist()], dtype=np.int64)
         best = calc.top_k(
-            lon,
-            b.longitudes,
-            k=self.spec.k,
-            method=self.spec.method,
-            points=a.points,
-            exclude_self=within,
-            row_offset=rows.start,
+            lon, b.longitudes, k=self.spec.k, method=self.spec.method, points=a.points, exclude_columns=excluded
         )
         return (rows.stop - rows.start) * len(b.ids), 0, writer.write_matches(self, best, rows, a, b)
 
@@ -616,6 +618,26 @@ def open_writer(spec: JobSpec, mode: str, a: Population, b: Population, resume_b
     return FileWriter(spec, mode, resume_bytes)
 
 
+def check_plan(spec: JobSpec) -> None:
+    """Fail before anything is stored when the budget cannot hold one chart pair of some mode."""
+    first = Chart.objects.filter(pk=spec.group_a[0]).values_list("points", flat=True).first()
+    num_points = len(first or [])
+    calc = MemoryOptimizedVectorizedCalculator(
+        config=spec.config(), backend="numpy", working_memory_mb=spec.working_memory_mb, chunk_size=spec.chunk_size
+    )
+    columns = len(spec.group_a if spec.group_b is None else spec.group_b)
+    for mode in spec.modes:
+        try:
+            calc.estimate_memory_usage(
+                len(spec.group_a), columns, max(num_points, 1), _OPERATIONS[mode], spec.method, points=first
+            )
+        except ValueError as exc:
+            raise BatchError(f"--{str(exc).split(':', 1)[0].replace('_', '-')}: {exc}") from exc
+
+
+_OPERATIONS = {"natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k"}
+
+
 def calibrate(spec: JobSpec, sample_rows: int = 64) -> dict[str, Any]:
     """Memory plan and a time estimate per mode, from a short run on a sample of group A (nothing written)."""
     a = load_population(spec.group_a, "group A")
@@ -626,9 +648,8 @@ def calibrate(spec: JobSpec, sample_rows: int = 64) -> dict[str, Any]:
     report: dict[str, Any] = {"backend": calc.backend.name, "modes": {}}
     rows = slice(0, min(sample_rows, len(a.ids)))
     for mode in spec.modes:
-        operation = {"natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k"}[mode]
         plan = calc.estimate_memory_usage(
-            len(a.ids), len(b.ids), len(a.points), operation, spec.method, points=a.points
+            len(a.ids), len(b.ids), len(a.points), _OPERATIONS[mode], spec.method, points=a.points
         )
         start = time.perf_counter()
         if mode == "natal":

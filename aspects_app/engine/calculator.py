@@ -208,11 +208,14 @@ class MemoryOptimizedVectorizedCalculator:
         points: Sequence[str] | None = None,
         exclude_self: bool = False,
         row_offset: int = 0,
+        exclude_columns: Any = None,
     ) -> TopK:
         """The ``k`` best partners in ``lon_b`` of every chart of ``lon_a`` by score, best first, ties to the lower
         index. ``lon_b=None`` matches ``lon_a`` against itself; ``exclude_self`` drops each chart's own column
         (one population on both sides): row ``r`` of ``lon_a`` is column ``r + row_offset`` of ``lon_b``, so a
-        block of rows can be matched against its whole population. ``k`` is capped at the number of candidates."""
+        block of rows can be matched against its whole population. ``exclude_columns`` generalises it: one column
+        of ``lon_b`` per row of ``lon_a`` to leave out (−1: none), for groups that share some charts. ``k`` is
+        capped at the number of candidates."""
         k_checked = validation.positive_int("k", k)
         assert k_checked is not None
         if lon_b is None:
@@ -222,13 +225,15 @@ class MemoryOptimizedVectorizedCalculator:
             raise ValueError(f"row_offset: must be >= 0 and only used with exclude_self, got {row_offset}")
         if exclude_self and a.shape[0] + row_offset > b.shape[0]:
             raise ValueError("exclude_self: lon_a must be rows of lon_b (from row_offset on), but it has more charts")
-        k_eff = min(k_checked, b.shape[0] - (1 if exclude_self else 0))
+        excluded = self._excluded_columns(a.shape[0], b.shape[0], exclude_self, row_offset, exclude_columns)
+        k_eff = min(k_checked, b.shape[0] - (1 if excluded is not None and bool((excluded >= 0).any()) else 0))
         score_dtype = np.int16 if method == "discepolo" else np.float64
         if k_eff <= 0:
             return TopK(np.empty((a.shape[0], 0), score_dtype), np.empty((a.shape[0], 0), np.int64), self.backend.name)
         plan = self._plan(a.shape[0], b.shape[0], self._score_cell_bytes(method, a.shape[1]) + TOP_K_CELL_BYTES)
         xp = self.xp
         xa, xb = self.backend.asarray(a), self.backend.asarray(b)
+        x_excluded = None if excluded is None else self.backend.asarray(excluded)
         indices = np.empty((a.shape[0], k_eff), dtype=np.int64)
         values = np.empty((a.shape[0], k_eff), dtype=score_dtype)
         # +1: the value must survive negation in the descending sort.
@@ -237,10 +242,9 @@ class MemoryOptimizedVectorizedCalculator:
             best: tuple[Any, Any] | None = None
             for rows, cols in self._chunks(plan):
                 with self._score_block(method, names, xa, xb, rows, cols) as block:
-                    if exclude_self:
-                        row_ids = xp.arange(rows.start + row_offset, rows.stop + row_offset)[:, None]
+                    if x_excluded is not None:
                         col_ids = xp.arange(cols.start, cols.stop)[None, :]
-                        block[row_ids == col_ids] = lowest
+                        block[x_excluded[rows, None] == col_ids] = lowest
                     index, score = select_top_k(xp, block, k_eff)
                 best = merge_top_k(xp, best, (index + cols.start, score), k_eff)
                 if cols.stop == b.shape[0]:  # the row block is complete
@@ -248,6 +252,22 @@ class MemoryOptimizedVectorizedCalculator:
                     values[rows] = self.backend.to_numpy(best[1])
                     best = None
         return TopK(scores=values, indices=indices, backend=self.backend.name)
+
+    @staticmethod
+    def _excluded_columns(
+        rows: int, cols: int, exclude_self: bool, row_offset: int, exclude_columns: Any
+    ) -> npt.NDArray[np.int64] | None:
+        """The column each row leaves out (−1: none), or None when nothing is excluded."""
+        if exclude_columns is None:
+            return np.arange(row_offset, row_offset + rows, dtype=np.int64) if exclude_self else None
+        if exclude_self:
+            raise ValueError("exclude_columns: give either exclude_self or exclude_columns, not both")
+        columns = np.asarray(exclude_columns)
+        if columns.shape != (rows,) or not np.issubdtype(columns.dtype, np.integer):
+            raise ValueError(f"exclude_columns: expected {rows} integers (one per row of lon_a), got {columns.shape}")
+        if ((columns < -1) | (columns >= cols)).any():
+            raise ValueError(f"exclude_columns: values must be -1 or a column of lon_b (0..{cols - 1})")
+        return columns.astype(np.int64)
 
     def estimate_memory_usage(
         self,

@@ -296,3 +296,22 @@ def test_empty_populations(backend: str, empty_side: str) -> None:
             assert str(exc).startswith(f"lon_{empty_side}"), f"{name}: {exc}"
         else:
             assert ok(result), f"{name}: {result!r}"
+
+
+def test_exclude_columns_leaves_out_one_column_per_row() -> None:
+    """Groups that share charts: each row drops the column of its own chart (−1: none), nothing else."""
+    rng = np.random.default_rng(11)
+    lon_a = rng.uniform(0, 360, (12, 10))
+    lon_b = rng.uniform(0, 360, (40, 10))
+    excluded = rng.integers(-1, 40, 12)
+    calc = MemoryOptimizedVectorizedCalculator(backend="numpy", working_memory_mb=0.001)  # column blocks too
+    best = calc.top_k(lon_a, lon_b, k=5, exclude_columns=excluded)
+    scores = calc.scores(lon_a, lon_b)
+    for row in range(12):
+        candidates = [c for c in range(40) if c != excluded[row]]
+        expected = sorted(candidates, key=lambda c: (-int(scores[row, c]), c))[:5]
+        assert best.indices[row].tolist() == expected
+    with pytest.raises(ValueError, match=r"^exclude_columns"):
+        calc.top_k(lon_a, lon_b, k=5, exclude_columns=excluded[:3])
+    with pytest.raises(ValueError, match=r"^exclude_columns"):
+        calc.top_k(lon_a, lon_b, k=5, exclude_columns=np.full(12, 40))

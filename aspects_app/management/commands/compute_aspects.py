@@ -86,6 +86,10 @@ class Command(BaseCommand):
                 return
             raise CommandError("--mode: give at least one of " + ", ".join(batch.MODES))
         spec = self._spec(options)
+        try:
+            batch.check_plan(spec)
+        except batch.BatchError as exc:
+            raise CommandError(str(exc)) from exc
         if options["estimate"]:
             self._print_estimate(spec)
             return
@@ -130,11 +134,7 @@ class Command(BaseCommand):
             else None
         )
         chunk_size = options["chunk_size"]
-        if chunk_size is not None and chunk_size < 1:
-            raise CommandError(f"--chunk-size: must be at least 1, got {chunk_size}")
         budget = options["working_memory_mb"]
-        if budget is not None and not budget > 0:
-            raise CommandError(f"--working-memory-mb: must be positive, got {budget}")
         try:
             return batch.JobSpec(
                 modes=list(dict.fromkeys(options["mode"])),
@@ -145,7 +145,7 @@ class Command(BaseCommand):
                 method=options["method"],
                 k=options["k"],
                 backend=options["backend"] or settings["BACKEND"],
-                working_memory_mb=float(budget or settings["WORKING_MEMORY_MB"]),
+                working_memory_mb=float(settings["WORKING_MEMORY_MB"] if budget is None else budget),
                 chunk_size=chunk_size,
                 output=options["output"],
                 file_format=options["format"],
