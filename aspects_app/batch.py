@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -435,6 +436,9 @@ class DatabaseWriter(Writer):
         results = []
         for local, column in pairs:
             picked = hits.select(groups.get(local if natal else local * width + column, empty))
+            # Stored per chart (pair): indices 0, exactly as the request path stores a single computation.
+            zeros = np.zeros(len(picked), dtype=picked.i.dtype)
+            picked = dataclasses.replace(picked, i=zeros, j=None if natal else zeros)
             results.append(
                 AspectResult(
                     kind=kind,
