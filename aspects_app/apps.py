@@ -8,5 +8,5 @@ class AspectsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Importing registers the system checks (and, through conf, the setting_changed receiver).
-        from aspects_app import checks  # noqa: F401
+        # Importing registers the system checks and signal receivers (and, through conf, setting_changed's).
+        from aspects_app import checks, signals  # noqa: F401

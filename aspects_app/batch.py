@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -419,12 +418,7 @@ class DatabaseWriter(Writer):
         kind = AspectResult.Kind.NATAL if natal else AspectResult.Kind.SYNASTRY
         config_hash = job.config.config_hash()
         width = len(b.ids)
-        # Split the block's hits by chart (natal) or chart pair; a pair without aspects is stored too, so that
-        # it is known to have none.
-        keys = hits.i.astype(np.int64) if hits.j is None else hits.i.astype(np.int64) * width + hits.j
-        order = np.argsort(keys, kind="stable")
-        distinct, starts = np.unique(keys[order], return_index=True)
-        groups = dict(zip(distinct.tolist(), np.split(order, starts[1:]), strict=True))
+        parts = hits.split()
         block = range(rows.stop - rows.start)
         if natal:
             pairs = [(r, rows.start + r) for r in block]
@@ -432,13 +426,11 @@ class DatabaseWriter(Writer):
             pairs = [(r, c) for r in block for c in range(rows.start + r + 1, width)]
         else:
             pairs = [(r, c) for r in block for c in range(width)]
-        empty = np.empty(0, np.intp)
+        # A chart (pair) without aspects is stored too, so that it is known to have none.
+        empty = AspectHits.empty(hits.points, natal)
         results = []
         for local, column in pairs:
-            picked = hits.select(groups.get(local if natal else local * width + column, empty))
-            # Stored per chart (pair): indices 0, exactly as the request path stores a single computation.
-            zeros = np.zeros(len(picked), dtype=picked.i.dtype)
-            picked = dataclasses.replace(picked, i=zeros, j=None if natal else zeros)
+            picked = parts.get(local if natal else (local, column), empty)
             results.append(
                 AspectResult(
                     kind=kind,

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
@@ -41,3 +42,62 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
             )
         )
     return errors
+
+
+def _is_redis(alias: str) -> bool:
+    return "redis" in str(settings.CACHES.get(alias, {}).get("BACKEND", "")).lower()
+
+
+@checks.register("aspects_app", checks.Tags.caches)
+def check_caches(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The results alias exists; locks (and DRF's throttle counters, in "default") are kept out of an evicting
+    alias; a Redis results alias really evicts by LRU."""
+    try:
+        config = get_config()
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    messages: list[checks.CheckMessage] = []
+    for key in ("CACHE_ALIAS", "LOCK_ALIAS"):
+        if config[key] not in settings.CACHES:
+            messages.append(
+                checks.Error(
+                    f"ASPECTS['{key}'] is {config[key]!r}, which is not in settings.CACHES.",
+                    hint=f"Use one of: {', '.join(settings.CACHES)}.",
+                    id="aspects_app.E003",
+                )
+            )
+    if messages:
+        return messages
+    results, locks = config["CACHE_ALIAS"], config["LOCK_ALIAS"]
+    if _is_redis(results) and results in (locks, "default"):
+        messages.append(
+            checks.Warning(
+                f"The results cache alias {results!r} also holds locks or DRF's throttle counters.",
+                hint="Give results their own alias (an allkeys-lru Redis database); keep 'default' and "
+                "LOCK_ALIAS on a store that does not evict.",
+                id="aspects_app.W001",
+            )
+        )
+    if _is_redis(results):
+        policy = _redis_policy(results)
+        if policy is not None and policy != "allkeys-lru":
+            messages.append(
+                checks.Warning(
+                    f"Redis behind cache alias {results!r} has maxmemory-policy {policy!r}, not allkeys-lru.",
+                    hint="Run it as an LRU: maxmemory <size> and maxmemory-policy allkeys-lru (README, Caching).",
+                    id="aspects_app.W002",
+                )
+            )
+    return messages
+
+
+def _redis_policy(alias: str) -> str | None:
+    """The server's maxmemory-policy, or None when it cannot be asked (down, or CONFIG disabled)."""
+    try:
+        from django_redis import get_redis_connection
+
+        reply = get_redis_connection(alias).config_get("maxmemory-policy")
+    except Exception:  # a check must not fail because Redis is down at check time
+        return None
+    value = reply.get("maxmemory-policy") or reply.get(b"maxmemory-policy")
+    return value.decode() if isinstance(value, bytes) else value

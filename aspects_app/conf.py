@@ -23,6 +23,19 @@ DEFAULTS: dict[str, Any] = {
     # None switches throttling off for that group.
     "THROTTLE_ANON": "60/min",
     "THROTTLE_USER": "600/min",
+    # Django cache alias for results: an evicting (LRU) Redis in production, see README "Caching".
+    "CACHE_ALIAS": "default",
+    # Alias for single-flight locks; it must not evict (keep it apart from an LRU results alias).
+    "LOCK_ALIAS": "default",
+    # Seconds a shared-cache entry lives; None: until evicted (keys are content-addressed, never stale).
+    "CACHE_TIMEOUT": None,
+    # After a cache failure (Redis down or slow), skip the shared level for this long before trying again.
+    "CACHE_RETRY_SECONDS": 5.0,
+    # How long a single-flight lock is held at most, and how long others wait for its result.
+    "LOCK_SECONDS": 10.0,
+    # The in-process LRU in front of the shared cache: bounded by entries and by MiB.
+    "LOCAL_CACHE_ENTRIES": 4096,
+    "LOCAL_CACHE_MB": 64,
 }
 
 
@@ -41,5 +54,8 @@ def get_config() -> dict[str, Any]:
 @receiver(setting_changed)
 def _clear_config_cache(*, setting: str, **kwargs: Any) -> None:
     # override_settings(ASPECTS=...) in tests must be seen by the next get_config() call.
-    if setting == "ASPECTS":
+    if setting in ("ASPECTS", "CACHES"):
         get_config.cache_clear()
+        from .cache import reset_result_cache  # the cache is built from the settings
+
+        reset_result_cache()

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from django.db import transaction
 
 from . import ephemeris
+from .cache import result_cache, result_key
 from .conf import get_config
 from .engine import (
     ENGINE_VERSION,
@@ -170,14 +171,17 @@ def update_chart(chart: Chart, changes: ChartInput, fields: Iterable[str]) -> Ch
     with transaction.atomic():
         chart.save()
         if chart.positions_hash != old_hash:
-            invalidate_results(chart)
+            invalidate_results(chart, old_hash)
     return chart
 
 
-def invalidate_results(chart: Chart) -> int:
-    """Delete every persisted result that involves ``chart``."""
+def invalidate_results(chart: Chart, positions_hash: str | None = None) -> int:
+    """Delete every persisted and cached result that involves ``chart`` (cached ones under ``positions_hash``,
+    default: the chart's current one)."""
     deleted, _ = AspectResult.objects.filter(chart_a=chart).delete()
     more, _ = AspectResult.objects.filter(chart_b=chart).delete()
+    doomed = positions_hash or chart.positions_hash
+    transaction.on_commit(lambda: result_cache().invalidate(doomed))
     return deleted + more
 
 
@@ -212,6 +216,7 @@ class AspectsResult:
     hits: AspectHits
     cached: bool
     config: AspectConfig
+    source: str = "computed"  # "local", "shared", "database" or "computed"
 
     def aspects(self) -> list[dict[str, Any]]:
         return [
@@ -240,24 +245,40 @@ def synastry_aspects(chart_a: Chart, chart_b: Chart, config: AspectConfig) -> As
 
 
 def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectsResult:
+    """Through the cache levels: in-process LRU, shared cache, AspectResult rows, and only then the engine."""
     combined = _combined_hash(chart_a, chart_b)
-    key = {"kind": kind, "chart_a": chart_a, "chart_b": chart_b, "config_hash": config.config_hash()}
-    stored = AspectResult.objects.filter(**key, engine_version=ENGINE_VERSION, positions_hash=combined).first()
-    if stored is not None:
-        return AspectsResult(tuple(chart_a.points), AspectHits.from_bytes(bytes(stored.payload)), True, config)
-    start = time.perf_counter()
-    hits = _compute(kind, chart_a, chart_b, config)
-    AspectResult.objects.update_or_create(
-        **key,
-        engine_version=ENGINE_VERSION,
-        defaults={
-            "positions_hash": combined,
-            "payload": hits.to_bytes(),
-            "hit_count": len(hits),
-            "duration_ms": (time.perf_counter() - start) * 1000.0,
-        },
-    )
-    return AspectsResult(tuple(chart_a.points), hits, False, config)
+    config_hash = config.config_hash()
+    key = result_key(kind, config_hash, ENGINE_VERSION, chart_a.positions_hash, chart_b.positions_hash)
+    from_database = False
+
+    def load_or_compute() -> bytes:
+        nonlocal from_database
+        row = {"kind": kind, "chart_a": chart_a, "chart_b": chart_b, "config_hash": config_hash}
+        stored = AspectResult.objects.filter(**row, engine_version=ENGINE_VERSION, positions_hash=combined).first()
+        if stored is not None:
+            from_database = True
+            return bytes(stored.payload)
+        start = time.perf_counter()
+        payload = _compute(kind, chart_a, chart_b, config).to_bytes()
+        AspectResult.objects.update_or_create(
+            **row,
+            engine_version=ENGINE_VERSION,
+            defaults={
+                "positions_hash": combined,
+                "payload": payload,
+                "hit_count": _hit_count(payload),
+                "duration_ms": (time.perf_counter() - start) * 1000.0,
+            },
+        )
+        return payload
+
+    payload, level = result_cache().get_or_compute(key, load_or_compute)
+    source = "database" if from_database else level
+    return AspectsResult(tuple(chart_a.points), AspectHits.from_bytes(payload), source != "computed", config, source)
+
+
+def _hit_count(payload: bytes) -> int:
+    return len(AspectHits.from_bytes(payload))
 
 
 def _compute(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectHits:
@@ -290,18 +311,30 @@ def inline_synastry(
     config: AspectConfig,
 ) -> AspectsResult:
     """Synastry between two position sets that are not stored (hosts that keep charts elsewhere)."""
-    calc = calculator(config)
-    try:
-        hits = calc.synastry(
-            np.asarray([longitudes_a], dtype=np.float64),
-            np.asarray([longitudes_b], dtype=np.float64),
-            None if speeds_a is None else np.asarray([speeds_a], dtype=np.float64),
-            None if speeds_b is None else np.asarray([speeds_b], dtype=np.float64),
-            points=tuple(points),
-        )
-    except ValueError as exc:
-        raise ServiceError("points", str(exc)) from exc
-    return AspectsResult(tuple(points), hits, False, config)
+    names = tuple(points)
+    key = result_key(
+        "synastry",
+        config.config_hash(),
+        ENGINE_VERSION,
+        positions_hash(names, np.asarray(longitudes_a), None if speeds_a is None else np.asarray(speeds_a)),
+        positions_hash(names, np.asarray(longitudes_b), None if speeds_b is None else np.asarray(speeds_b)),
+    )
+
+    def compute() -> bytes:
+        try:
+            hits = calculator(config).synastry(
+                np.asarray([longitudes_a], dtype=np.float64),
+                np.asarray([longitudes_b], dtype=np.float64),
+                None if speeds_a is None else np.asarray([speeds_a], dtype=np.float64),
+                None if speeds_b is None else np.asarray([speeds_b], dtype=np.float64),
+                points=names,
+            )
+        except ValueError as exc:
+            raise ServiceError("points", str(exc)) from exc
+        return hits.to_bytes()
+
+    payload, level = result_cache().get_or_compute(key, compute)
+    return AspectsResult(names, AspectHits.from_bytes(payload), level != "computed", config, level)
 
 
 def scores(chart: Chart, others: Sequence[Chart], method: str, config: AspectConfig) -> list[dict[str, Any]]:
@@ -349,3 +382,50 @@ def estimate(
         return calc.estimate_memory_usage(num_charts1, num_charts2, num_planets, operation=operation, method=method)
     except ValueError as exc:
         raise ServiceError(str(exc).split(":", 1)[0], str(exc)) from exc
+
+
+def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int = 2000) -> dict[str, int]:
+    """Natal results of many charts into every cache level and the database: the cache is asked once per batch
+    (``get_many``), the engine once for all the misses, and the results go back with ``set_many``."""
+    cache = result_cache()
+    config_hash = config.config_hash()
+    counts = {"cached": 0, "computed": 0}
+    for start in range(0, len(chart_ids), batch_size):
+        charts = list(Chart.objects.filter(pk__in=chart_ids[start : start + batch_size]).order_by("pk"))
+        keys = {
+            c.pk: result_key("natal", config_hash, ENGINE_VERSION, c.positions_hash, c.positions_hash) for c in charts
+        }
+        found = cache.get_many(keys.values())
+        missing = [c for c in charts if keys[c.pk] not in found]
+        counts["cached"] += len(charts) - len(missing)
+        by_points: dict[tuple[str, ...], list[Chart]] = {}
+        for chart in missing:
+            by_points.setdefault(tuple(chart.points), []).append(chart)
+        for points, group in by_points.items():
+            arrays = chart_arrays(group)
+            hits = calculator(config).natal(arrays.longitudes, arrays.speeds, points=points)
+            parts = hits.split()
+            empty = AspectHits.empty(points, natal=True)
+            payloads = {keys[c.pk]: parts.get(n, empty).to_bytes() for n, c in enumerate(group)}
+            rows = [
+                AspectResult(
+                    kind=AspectResult.Kind.NATAL,
+                    chart_a=c,
+                    chart_b=c,
+                    config_hash=config_hash,
+                    engine_version=ENGINE_VERSION,
+                    positions_hash=_combined_hash(c, c),
+                    payload=payloads[keys[c.pk]],
+                    hit_count=len(parts.get(n, empty)),
+                )
+                for n, c in enumerate(group)
+            ]
+            AspectResult.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["kind", "chart_a", "chart_b", "config_hash", "engine_version"],
+                update_fields=["positions_hash", "payload", "hit_count", "computed_at"],
+            )
+            cache.set_many(payloads)
+            counts["computed"] += len(group)
+    return counts

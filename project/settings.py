@@ -71,7 +71,21 @@ else:
         }
     }
 
+# Embedded default: in-process caches, no server. With ASPECTS_REDIS_URL (e.g. redis://127.0.0.1:6379/1) results
+# go to that Redis, which should run as an LRU (maxmemory + allkeys-lru); "default" keeps DRF's throttle counters
+# and the single-flight locks, which must not be evicted.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+REDIS_URL = os.environ.get("ASPECTS_REDIS_URL")
+if REDIS_URL:
+    CACHES["aspects"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            # Short timeouts: a slow Redis must cost a request milliseconds, not seconds (the app then skips it).
+            "SOCKET_CONNECT_TIMEOUT": 0.1,
+            "SOCKET_TIMEOUT": 0.1,
+        },
+    }
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -110,4 +124,5 @@ def _rate(name: str, default: str) -> str | None:
 ASPECTS: dict[str, object] = {
     "THROTTLE_ANON": _rate("ASPECTS_THROTTLE_ANON", "60/min"),
     "THROTTLE_USER": _rate("ASPECTS_THROTTLE_USER", "600/min"),
+    "CACHE_ALIAS": "aspects" if REDIS_URL else "default",
 }

@@ -7,7 +7,7 @@ import math
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -62,6 +62,8 @@ class PositionsSerializer(serializers.Serializer):
     speeds = serializers.ListField(child=SpeedField(), max_length=MAX_POINTS, required=False, allow_null=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "longitudes" not in attrs:  # a PATCH makes nested fields optional; positions come whole or not at all
+            raise serializers.ValidationError({"longitudes": "required whenever position_input is given"})
         count = len(attrs["longitudes"])
         points = attrs.get("points")
         if points is None:
@@ -78,29 +80,31 @@ class PositionsSerializer(serializers.Serializer):
         return attrs
 
 
-class AwareDateTimeField(serializers.DateTimeField):
-    """A datetime with a UTC offset; a naive one is rejected rather than silently read as UTC."""
+class BirthDateTimeField(serializers.DateTimeField):
+    """A datetime as given: with a UTC offset, or naive (local time, resolved with the chart's ``time_zone``)."""
 
     def enforce_timezone(self, value: datetime) -> datetime:
         return value
 
-    def to_internal_value(self, value: Any) -> datetime:
-        parsed = super().to_internal_value(value)
-        if timezone.is_naive(parsed):
-            time_zone = self.parent.initial_data.get("time_zone") if hasattr(self.parent, "initial_data") else None
-            if not time_zone:
-                raise serializers.ValidationError("give a UTC offset (e.g. +02:00), or a time_zone for local time")
-            try:
-                parsed = parsed.replace(tzinfo=ZoneInfo(str(time_zone)))
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise serializers.ValidationError(f"unknown time_zone {time_zone!r}") from exc
-        return parsed.astimezone(ZoneInfo("UTC"))
+
+def birth_moment(value: datetime, time_zone: str | None) -> datetime:
+    """``value`` in UTC; a naive (local) value needs ``time_zone``."""
+    if timezone.is_naive(value):
+        if not time_zone:
+            raise serializers.ValidationError(
+                {"birth_datetime": "give a UTC offset (e.g. +02:00), or a time_zone for local time"}
+            )
+        value = value.replace(tzinfo=ZoneInfo(time_zone))
+    try:
+        return value.astimezone(ZoneInfo("UTC"))
+    except OverflowError as exc:  # e.g. year 1 with an eastern offset falls before year 1 in UTC
+        raise serializers.ValidationError({"birth_datetime": "outside the supported range of dates"}) from exc
 
 
 class ChartSerializer(serializers.ModelSerializer):
     """A chart. Create it from birth data (positions are computed) or from ``positions``."""
 
-    birth_datetime = AwareDateTimeField(required=False, allow_null=True)
+    birth_datetime = BirthDateTimeField(required=False, allow_null=True)
     latitude = serializers.FloatField(required=False, allow_null=True, min_value=-90.0, max_value=90.0)
     longitude = serializers.FloatField(required=False, allow_null=True, min_value=-180.0, max_value=180.0)
     time_zone = serializers.CharField(required=False, allow_blank=True, max_length=64)
@@ -160,6 +164,9 @@ class ChartSerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("birth_datetime") is not None:
+            time_zone = attrs.get("time_zone", getattr(self.instance, "time_zone", ""))
+            attrs["birth_datetime"] = birth_moment(attrs["birth_datetime"], time_zone)
         has_positions = "longitudes" in attrs
         birth = [attrs.get(f) for f in ("birth_datetime", "latitude", "longitude")]
         if self.instance is None and not has_positions:
@@ -330,7 +337,11 @@ class AspectSerializer(serializers.Serializer):
 class AspectsResponseSerializer(serializers.Serializer):
     points = serializers.ListField(child=serializers.CharField())
     orbs = serializers.DictField(child=serializers.FloatField())
-    cached = serializers.BooleanField(help_text="Served from a persisted result.")
+    cached = serializers.BooleanField(help_text="Served from a cache level or a persisted result.")
+    source = serializers.ChoiceField(
+        choices=["local", "shared", "database", "computed"],
+        help_text="Where the result came from: in-process cache, shared cache, database, or the engine.",
+    )
     aspects = AspectSerializer(many=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -43,6 +44,7 @@ def _aspects_response(result: services.AspectsResult) -> dict[str, Any]:
         "points": list(result.points),
         "orbs": dict(result.config.orbs),
         "cached": result.cached,
+        "source": result.source,
         "aspects": result.aspects(),
     }
 
@@ -66,11 +68,21 @@ class ChartPagination(PageNumberPagination):
 class ChartFilter(filters.FilterSet):
     name = filters.CharFilter(lookup_expr="icontains")
     mine = filters.BooleanFilter(method="filter_mine", label="Only the requesting user's charts")
-    updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_after = filters.IsoDateTimeFilter(method="filter_updated_after", label="Updated at or after (ISO 8601)")
 
     class Meta:
         model = Chart
         fields = ["name", "is_public", "mine", "updated_after"]
+
+    def filter_updated_after(self, queryset: QuerySet[Chart], name: str, value: datetime | None) -> QuerySet[Chart]:
+        if value is None:
+            return queryset
+        # In UTC: PostgreSQL refuses offsets beyond ±15:59, and the calendar's ends overflow on conversion.
+        try:
+            moment = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        except OverflowError as exc:
+            raise ValidationError({"updated_after": ["outside the supported range of dates"]}) from exc
+        return queryset.filter(updated_at__gte=moment)
 
     def filter_mine(self, queryset: QuerySet[Chart], name: str, value: bool | None) -> QuerySet[Chart]:
         user = self.request.user if self.request is not None else None

@@ -108,6 +108,30 @@ class AspectHits:
             backend=self.backend,
         )
 
+    def split(self) -> dict[int | tuple[int, int], AspectHits]:
+        """The hits of each chart (natal: key ``i``) or chart pair (synastry: key ``(i, j)``) on their own, with
+        their indices reset to 0, as a single-chart computation would give them. Keys without hits are absent."""
+        keys = self.i.astype(np.int64) if self.j is None else self.i.astype(np.int64) << 32 | self.j
+        order = np.argsort(keys, kind="stable")
+        distinct, starts = np.unique(keys[order], return_index=True)
+        parts: dict[int | tuple[int, int], AspectHits] = {}
+        for key, rows in zip(distinct.tolist(), np.split(order, starts[1:]), strict=True):
+            part = self.select(rows)
+            zeros = np.zeros(len(part), dtype=INDEX_DTYPE)
+            part = AspectHits(
+                i=zeros,
+                j=None if self.j is None else zeros,
+                p1=part.p1,
+                p2=part.p2,
+                aspect=part.aspect,
+                orb=part.orb,
+                movement=part.movement,
+                points=self.points,
+                backend=self.backend,
+            )
+            parts[key if self.j is None else (key >> 32, key & 0xFFFFFFFF)] = part
+        return parts
+
     def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
         """The columns as a dict of arrays (for ``np.savez`` or a DataFrame)."""
         columns: dict[str, npt.NDArray[Any]] = {"i": self.i}

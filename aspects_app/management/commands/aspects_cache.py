@@ -1,0 +1,104 @@
+"""``manage.py aspects_cache stats|clear|warm``: look at, empty or fill the result cache."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from aspects_app import batch, services
+from aspects_app.cache import result_cache
+from aspects_app.conf import get_config
+from aspects_app.models import AspectResult, Chart
+
+
+class Command(BaseCommand):
+    help = (
+        "stats: hits, misses and evictions per cache level (this process's, the shared cache's server, and the "
+        "persisted rows); clear: forget cached results of --chart ID or of all charts (--persisted also deletes "
+        "the stored rows); warm: compute natal results of a selection into every level."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["stats", "clear", "warm"])
+        parser.add_argument("--chart", type=int, help="clear: only this chart's results.")
+        parser.add_argument("--persisted", action="store_true", help="clear: also delete AspectResult rows.")
+        parser.add_argument("--ids", help="warm: comma-separated chart ids (default: all charts).")
+        parser.add_argument("--owner", help="warm: the charts of this username.")
+        parser.add_argument("--orbs", help="warm: orb preset or JSON (default: settings).")
+        parser.add_argument("--json", action="store_true", help="stats: print JSON.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        if action == "stats":
+            self._stats(options["json"])
+        elif action == "clear":
+            self._clear(options["chart"], options["persisted"])
+        else:
+            self._warm(options["ids"], options["owner"], options["orbs"])
+
+    def _stats(self, as_json: bool) -> None:
+        stats = result_cache().stats()
+        stats["shared"]["server"] = _server_stats(get_config()["CACHE_ALIAS"])
+        stats["database"] = {kind: AspectResult.objects.filter(kind=kind).count() for kind in AspectResult.Kind.values}
+        if as_json:
+            self.stdout.write(json.dumps(stats, indent=2, default=str))
+            return
+        local, shared = stats["local"], stats["shared"]
+        self.stdout.write(
+            f"local (this process): {local['entries']} entries, {local['bytes'] / 2**20:.1f} MiB; "
+            f"{local['hits']} hits, {local['misses']} misses, {local['evictions']} evictions"
+        )
+        self.stdout.write(
+            f"shared ({shared['alias']}): {shared['hits']} hits, {shared['misses']} misses, "
+            f"{shared['errors']} errors in this process; server: {shared['server'] or 'no figures (not Redis)'}"
+        )
+        self.stdout.write("database: " + ", ".join(f"{k} {v}" for k, v in stats["database"].items()))
+
+    def _clear(self, chart_id: int | None, persisted: bool) -> None:
+        cache = result_cache()
+        if chart_id is None:
+            cache.clear()
+            deleted = AspectResult.objects.all().delete()[0] if persisted else 0
+            self.stdout.write(f"cleared every cached result; {deleted} stored rows deleted")
+            return
+        chart = Chart.objects.filter(pk=chart_id).first()
+        if chart is None:
+            raise CommandError(f"--chart: no chart {chart_id}")
+        forgotten = cache.invalidate(chart.positions_hash)
+        deleted = services.invalidate_results(chart) if persisted else 0
+        self.stdout.write(f"chart {chart_id}: {forgotten} cached entries forgotten, {deleted} stored rows deleted")
+
+    def _warm(self, ids: str | None, owner: str | None, orbs: str | None) -> None:
+        try:
+            parsed = None if ids is None else sorted({int(x) for x in ids.split(",") if x.strip()})
+        except ValueError as exc:
+            raise CommandError(f"--ids: expected comma-separated integers, got {ids!r}") from exc
+        try:
+            config = services.aspect_config(json.loads(orbs) if orbs and orbs.lstrip().startswith("{") else orbs)
+            chart_ids = batch.Selection(ids=parsed, owner=owner).resolve("selection")
+            warmed = services.warm_natal(chart_ids, config)
+        except (batch.BatchError, services.ServiceError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"warmed {warmed['computed']} natal results ({warmed['cached']} were already cached)")
+
+
+def _server_stats(alias: str) -> dict[str, Any] | None:
+    """Redis INFO figures of the shared cache, when it is Redis and answers."""
+    try:
+        from django_redis import get_redis_connection
+
+        connection = get_redis_connection(alias)
+        info = connection.info()
+        policy = connection.config_get("maxmemory-policy")
+    except Exception:
+        return None
+    return {
+        "keyspace_hits": info.get("keyspace_hits"),
+        "keyspace_misses": info.get("keyspace_misses"),
+        "evicted_keys": info.get("evicted_keys"),
+        "used_memory": info.get("used_memory"),
+        "maxmemory": info.get("maxmemory"),
+        "maxmemory_policy": policy.get("maxmemory-policy"),
+    }
