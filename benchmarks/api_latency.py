@@ -1,14 +1,16 @@
 """API latency from a real HTTP server (gunicorn) on loopback, against a trivial endpoint as the baseline.
 
-    python benchmarks/api_latency.py [--requests 500] [--workers 2]
+    python benchmarks/api_latency.py [--requests 500] [--workers 2] [--clients 1] [--redis]
 
 It migrates a throw-away SQLite database (or the local PostgreSQL with ASPECTS_DB=postgres), creates two charts
-from birth data, starts gunicorn on 127.0.0.1 and times sequential keep-alive requests:
+from birth data, starts gunicorn on 127.0.0.1 and times keep-alive requests from ``--clients`` threads:
 
 - baseline: GET /configuration/ (framework and serialisation only)
-- synastry, stored charts: GET /synastry/?chart_a=&chart_b= (served from the persisted result after the first)
-- synastry, inline positions: POST /synastry/inline/ (computed by the engine on every request)
+- synastry, stored charts, cached: GET /synastry/?chart_a=&chart_b= (after the first, a cache hit)
+- synastry, inline, cached: POST /synastry/inline/ with the same positions every time
+- synastry, inline, uncached: POST /synastry/inline/ with new positions every time (the engine runs)
 
+``--redis`` puts results in the local Redis (database 1) as the shared level, besides each worker's own LRU.
 Figures: p50 / p99 latency and requests per second, and each p50 as a ratio to the baseline's.
 """
 
@@ -18,12 +20,15 @@ import argparse
 import http.client
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,35 +69,52 @@ def wait_for(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"gunicorn did not listen on port {port} within {timeout} s")
 
 
-def measure(port: int, method: str, path: str, body: dict[str, object] | None, count: int) -> list[float]:
-    """Latencies in seconds of ``count`` sequential requests over one keep-alive connection (after 10 warm-ups)."""
+Body = Callable[[int], dict[str, object]] | None
+
+
+def client(port: int, method: str, path: str, body: Body, count: int, first: int) -> list[float]:
+    """Latencies in seconds of ``count`` requests over one keep-alive connection, after 10 warm-ups."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    payload = None if body is None else json.dumps(body)
     headers = {"Content-Type": "application/json"} if body is not None else {}
     latencies = []
     for n in range(count + 10):
+        payload = None if body is None else json.dumps(body(first + n))
         start = time.perf_counter()
         connection.request(method, path, body=payload, headers=headers)
         response = connection.getresponse()
         response.read()
         elapsed = time.perf_counter() - start
         if response.status != 200:
-            raise RuntimeError(f"{method} {path} answered {response.status}")
+            raise RuntimeError(f"{method} {path} answered {response.status}: {response.read()[:200]!r}")
         if n >= 10:
             latencies.append(elapsed)
     connection.close()
     return latencies
 
 
-def summary(name: str, latencies: list[float], baseline_p50: float | None) -> float:
-    ordered = sorted(latencies)
+def measure(port: int, method: str, path: str, body: Body, count: int, clients: int) -> tuple[list[float], float]:
+    """All clients' latencies and the wall time of the whole run (for requests per second)."""
+    with ThreadPoolExecutor(clients) as pool:
+        start = time.perf_counter()
+        runs = list(pool.map(lambda c: client(port, method, path, body, count, c * (count + 10)), range(clients)))
+        wall = time.perf_counter() - start
+    return [latency for run in runs for latency in run], wall
+
+
+def inline_body(seed: int) -> dict[str, object]:
+    rng = random.Random(seed)
+    return {
+        "a": {"longitudes": [rng.uniform(0, 359.9) for _ in range(10)]},
+        "b": {"longitudes": [rng.uniform(0, 359.9) for _ in range(10)]},
+    }
+
+
+def summary(name: str, run: tuple[list[float], float], baseline_p50: float | None) -> float:
+    ordered = sorted(run[0])
     p50 = statistics.median(ordered)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     ratio = "" if baseline_p50 is None else f"  ({p50 / baseline_p50:.2f}x the baseline's p50)"
-    print(
-        f"{name:34s} p50 {p50 * 1e3:7.2f} ms   p99 {p99 * 1e3:7.2f} ms   "
-        f"{len(ordered) / sum(ordered):8.0f} req/s{ratio}"
-    )
+    print(f"{name:32s} p50 {p50 * 1e3:6.2f} ms   p99 {p99 * 1e3:6.2f} ms   {len(ordered) / run[1]:7.0f} req/s{ratio}")
     return p50
 
 
@@ -100,6 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=500, help="timed requests per endpoint (default 500)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent client threads (default 1)")
+    parser.add_argument("--redis", action="store_true", help="use the local Redis (db 1) as the shared cache")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {
@@ -110,6 +134,8 @@ def main() -> None:
             "ASPECTS_THROTTLE_ANON": "off",
             "ASPECTS_THROTTLE_USER": "off",
         }
+        if args.redis:
+            env["ASPECTS_REDIS_URL"] = "redis://127.0.0.1:6379/1"
         chart_a, chart_b = prepare(env)
         port = free_port()
         server = subprocess.Popen(
@@ -130,21 +156,27 @@ def main() -> None:
         )
         try:
             wait_for(port)
-            inline = {
-                "a": {"longitudes": [113.19, 21.4, 134.35, 102.16, 74.22, 133.95, 160.71, 226.96, 258.23, 196.53]},
-                "b": {"longitudes": [280.5, 10.2, 290.1, 310.7, 200.3, 95.5, 290.0, 276.4, 282.5, 226.3]},
-            }
-            print(f"gunicorn, {args.workers} workers, {args.requests} sequential keep-alive requests per endpoint")
+            count, clients = args.requests, args.clients
+            print(
+                f"gunicorn, {args.workers} workers, {clients} client(s) x {count} keep-alive requests"
+                f"{', Redis shared cache' if args.redis else ''}"
+            )
             base = summary(
                 "baseline GET /configuration/",
-                measure(port, "GET", "/api/aspects/configuration/", None, args.requests),
+                measure(port, "GET", "/api/aspects/configuration/", None, count, clients),
                 None,
             )
             stored = f"/api/aspects/synastry/?chart_a={chart_a}&chart_b={chart_b}"
-            summary("synastry, stored charts (persisted)", measure(port, "GET", stored, None, args.requests), base)
+            summary("synastry, stored, cached", measure(port, "GET", stored, None, count, clients), base)
+            inline = "/api/aspects/synastry/inline/"
             summary(
-                "synastry, inline (computed)",
-                measure(port, "POST", "/api/aspects/synastry/inline/", inline, args.requests),
+                "synastry, inline, cached",
+                measure(port, "POST", inline, lambda n: inline_body(0), count, clients),
+                base,
+            )
+            summary(
+                "synastry, inline, uncached",
+                measure(port, "POST", inline, lambda n: inline_body(n + 1), count, clients),
                 base,
             )
         finally:
