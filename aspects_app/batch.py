@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import services
+from . import metrics, services
 from .engine import ENGINE_VERSION, AspectConfig, AspectHits, MemoryOptimizedVectorizedCalculator, TopK
 from .engine.aspects import ASPECT_NAMES
 from .engine.hits import MOVEMENTS
@@ -233,6 +233,7 @@ class BatchJob:
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)
         self.column_of: dict[int, int] = {}  # chart id -> its column in group B
+        self._chunks_seen = 0
         self.config = self.spec.config()
         self.calculator = MemoryOptimizedVectorizedCalculator(
             config=self.config,
@@ -281,7 +282,11 @@ class BatchJob:
 
     def _finish(self, status: str, summary: Summary, start: float) -> None:
         summary.seconds = time.perf_counter() - start
-        summary.peak_memory_mb = self.calculator.monitor.get_memory_stats()["peak_memory_mb"]
+        memory = self.calculator.monitor.get_memory_stats()
+        summary.peak_memory_mb = memory["peak_memory_mb"]
+        metrics.ENGINE_PEAK_MEMORY.labels(source="batch").set(summary.peak_memory_mb)
+        if "gpu_pool_used_mb" in memory:
+            metrics.GPU_POOL_MB.set(memory["gpu_pool_used_mb"])
         run = self.run
         run.status = status
         run.peak_memory_mb = max(run.peak_memory_mb or 0.0, summary.peak_memory_mb)
@@ -340,6 +345,11 @@ class BatchJob:
         summary.pairs += units
         summary.hits += hits
         summary.rows_written += written
+        chunks = self.calculator.monitor.counters.get("chunks", 0)
+        metrics.record_engine(
+            "batch", self.calculator.backend.name, pairs=units, hits=hits, chunks=chunks - self._chunks_seen
+        )
+        self._chunks_seen = chunks
         self.state.next_row = next_row
         self.state.file_bytes = writer.flush()
         self._save_state()

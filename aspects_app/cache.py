@@ -27,7 +27,9 @@ from typing import Any
 
 from django.core.cache import caches
 
+from . import metrics
 from .conf import get_config
+from .timing import timed
 
 logger = logging.getLogger("aspects_app.cache")
 
@@ -119,6 +121,7 @@ class SharedLevel:
 
     def _failed(self, action: str, exc: Exception) -> None:
         self.stats.errors += 1
+        metrics.CACHE_ERRORS.inc()
         self._down_until = time.monotonic() + self.retry_seconds
         logger.warning(
             "cache alias %r failed on %s (%s); skipping it for %.1f s", self.alias, action, exc, self.retry_seconds
@@ -129,7 +132,8 @@ class SharedLevel:
             self.stats.misses += len(keys)
             return {}
         try:
-            found: dict[str, bytes] = caches[self.alias].get_many(keys)
+            with timed("cache"):
+                found: dict[str, bytes] = caches[self.alias].get_many(keys)
         except Exception as exc:  # any backend error: the request must not fail for the cache's sake
             self._failed("get_many", exc)
             self.stats.misses += len(keys)
@@ -142,7 +146,8 @@ class SharedLevel:
         if not values or not self.available:
             return
         try:
-            caches[self.alias].set_many(values, timeout=self.timeout)
+            with timed("cache"):
+                caches[self.alias].set_many(values, timeout=self.timeout)
         except Exception as exc:
             self._failed("set_many", exc)
             return

@@ -4,7 +4,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -101,3 +101,35 @@ def _redis_policy(alias: str) -> str | None:
         return None
     value = reply.get("maxmemory-policy") or reply.get(b"maxmemory-policy")
     return value.decode() if isinstance(value, bytes) else value
+
+
+MONITORING = "aspects_app.middleware.MonitoringMiddleware"
+SILK = "silk.middleware.SilkyMiddleware"
+
+
+@checks.register("aspects_app")
+def check_monitoring(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The monitoring middleware times everything only when first; silk needs its middleware and must not be
+    open to everyone."""
+    messages: list[checks.CheckMessage] = []
+    middleware = list(settings.MIDDLEWARE)
+    if MONITORING in middleware and middleware.index(MONITORING) != 0:
+        messages.append(
+            checks.Warning(
+                f"{MONITORING} is not the first middleware, so the time of those above it is not measured.",
+                hint="Put it first in MIDDLEWARE.",
+                id="aspects_app.W003",
+            )
+        )
+    if apps.is_installed("silk"):
+        if SILK not in middleware:
+            messages.append(checks.Error(f"silk is installed but {SILK} is not in MIDDLEWARE.", id="aspects_app.E004"))
+        if not getattr(settings, "SILKY_AUTHENTICATION", False) or not getattr(settings, "SILKY_AUTHORISATION", False):
+            messages.append(
+                checks.Warning(
+                    "django-silk's UI is not restricted: anyone can read recorded requests (SQL, headers, bodies).",
+                    hint="Set SILKY_AUTHENTICATION = True and SILKY_AUTHORISATION = True (staff only).",
+                    id="aspects_app.W004",
+                )
+            )
+    return messages

@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     # The in-process LRU in front of the shared cache: bounded by entries and by MiB.
     "LOCAL_CACHE_ENTRIES": 4096,
     "LOCAL_CACHE_MB": 64,
+    # Bearer token that may read the metrics endpoints besides staff users; None: staff only.
+    "METRICS_TOKEN": None,
 }
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -13,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from django.db import transaction
 
-from . import ephemeris
+from . import ephemeris, metrics
 from .cache import result_cache, result_key
 from .conf import get_config
 from .engine import (
@@ -24,6 +25,8 @@ from .engine import (
 )
 from .engine.aspects import ASPECT_ANGLES, ORB_PRESETS, STANDARD_POINTS
 from .models import AspectResult, Chart, positions_hash
+from .profiling import silk_profile
+from .timing import timed
 
 
 class ServiceError(ValueError):
@@ -274,6 +277,7 @@ def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: Aspect
 
     payload, level = result_cache().get_or_compute(key, load_or_compute)
     source = "database" if from_database else level
+    metrics.CACHE_LOOKUPS.labels(level=source).inc()
     return AspectsResult(tuple(chart_a.points), AspectHits.from_bytes(payload), source != "computed", config, source)
 
 
@@ -285,17 +289,33 @@ def _compute(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) ->
     calc = calculator(config)
     points = tuple(chart_a.points)
     try:
-        if kind == AspectResult.Kind.NATAL:
-            return calc.natal(chart_a.longitude_array[None, :], _row(chart_a.speed_array), points=points)
-        return calc.synastry(
-            chart_a.longitude_array[None, :],
-            chart_b.longitude_array[None, :],
-            _row(chart_a.speed_array),
-            _row(chart_b.speed_array),
-            points=points,
-        )
+        with engine_call(calc, f"{kind} aspects") as record:
+            if kind == AspectResult.Kind.NATAL:
+                hits = calc.natal(chart_a.longitude_array[None, :], _row(chart_a.speed_array), points=points)
+            else:
+                hits = calc.synastry(
+                    chart_a.longitude_array[None, :],
+                    chart_b.longitude_array[None, :],
+                    _row(chart_a.speed_array),
+                    _row(chart_b.speed_array),
+                    points=points,
+                )
+            record(charts=1 if kind == AspectResult.Kind.NATAL else 2, pairs=1, hits=len(hits))
+            return hits
     except ValueError as exc:
         raise ServiceError("orbs", str(exc)) from exc
+
+
+@contextmanager
+def engine_call(calc: MemoryOptimizedVectorizedCalculator, name: str) -> Iterator[Callable[..., None]]:
+    """Engine time for the request's Server-Timing, a silk profile when silk records the request, and the work
+    counted in the metrics (the block calls the yielded function with charts, pairs, hits)."""
+    chunks_before = calc.monitor.counters.get("chunks", 0)
+    amounts: dict[str, float] = {}
+    with timed("engine"), silk_profile(name):
+        yield lambda **counts: amounts.update(counts)
+    amounts["chunks"] = calc.monitor.counters.get("chunks", 0) - chunks_before
+    metrics.record_engine("api", calc.backend.name, **amounts)
 
 
 def _row(speeds: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64] | None:
@@ -321,14 +341,17 @@ def inline_synastry(
     )
 
     def compute() -> bytes:
+        calc = calculator(config)
         try:
-            hits = calculator(config).synastry(
-                np.asarray([longitudes_a], dtype=np.float64),
-                np.asarray([longitudes_b], dtype=np.float64),
-                None if speeds_a is None else np.asarray([speeds_a], dtype=np.float64),
-                None if speeds_b is None else np.asarray([speeds_b], dtype=np.float64),
-                points=names,
-            )
+            with engine_call(calc, "inline synastry") as record:
+                hits = calc.synastry(
+                    np.asarray([longitudes_a], dtype=np.float64),
+                    np.asarray([longitudes_b], dtype=np.float64),
+                    None if speeds_a is None else np.asarray([speeds_a], dtype=np.float64),
+                    None if speeds_b is None else np.asarray([speeds_b], dtype=np.float64),
+                    points=names,
+                )
+                record(charts=2, pairs=1, hits=len(hits))
         except ValueError as exc:
             raise ServiceError("points", str(exc)) from exc
         return hits.to_bytes()
@@ -343,8 +366,11 @@ def scores(chart: Chart, others: Sequence[Chart], method: str, config: AspectCon
     b = chart_arrays(others, "charts")
     if a.points != b.points:
         raise ServiceError("charts", f"the charts' points {list(b.points)} differ from the chart's {list(a.points)}")
+    calc = calculator(config)
     try:
-        values = calculator(config).scores(a.longitudes, b.longitudes, method=method, points=a.points)
+        with engine_call(calc, "scores") as record:
+            values = calc.scores(a.longitudes, b.longitudes, method=method, points=a.points)
+            record(charts=1 + len(b.ids), pairs=len(b.ids))
     except ValueError as exc:
         raise ServiceError("method", str(exc)) from exc
     return [{"chart": chart_id, "score": _number(v)} for chart_id, v in zip(b.ids, values[0].tolist(), strict=True)]
@@ -359,8 +385,11 @@ def top_matches(
         return []
     a = chart_arrays([chart], "chart")
     b = chart_arrays(others, "candidates")
+    calc = calculator(config)
     try:
-        best = calculator(config).top_k(a.longitudes, b.longitudes, k=k, method=method, points=a.points)
+        with engine_call(calc, "top matches") as record:
+            best = calc.top_k(a.longitudes, b.longitudes, k=k, method=method, points=a.points)
+            record(charts=1 + len(b.ids), pairs=len(b.ids))
     except ValueError as exc:
         raise ServiceError("method", str(exc)) from exc
     return [

@@ -24,6 +24,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "aspects_app.middleware.MonitoringMiddleware",  # first: it times everything below it
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -126,3 +127,17 @@ ASPECTS: dict[str, object] = {
     "THROTTLE_USER": _rate("ASPECTS_THROTTLE_USER", "600/min"),
     "CACHE_ALIAS": "aspects" if REDIS_URL else "default",
 }
+
+# django-silk (pip install 'aspects_app[silk]'), switched on with ASPECTS_SILK=1: its UI at /silk/ is for
+# staff only, and it keeps its tables bounded (the oldest requests are deleted past the limit).
+SILK_ENABLED = os.environ.get("ASPECTS_SILK", "").lower() in {"1", "true", "yes", "on"}
+if SILK_ENABLED:
+    INSTALLED_APPS.append("silk")
+    # After the monitoring middleware (silk's own work is then visible in the timings), before the rest: nothing
+    # above it may return from process_request, or silk would never see the request.
+    MIDDLEWARE.insert(1, "silk.middleware.SilkyMiddleware")
+    SILKY_AUTHENTICATION = True
+    SILKY_AUTHORISATION = True  # staff only (silk's default permission)
+    SILKY_MAX_RECORDED_REQUESTS = 10_000
+    SILKY_MAX_RECORDED_REQUESTS_CHECK_PERCENT = 10
+    SILKY_PYTHON_PROFILER = False  # service calls are named silk_profile blocks instead

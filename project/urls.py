@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -5,3 +6,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/aspects/", include("aspects_app.api.urls")),
 ]
+if settings.SILK_ENABLED:
+    urlpatterns.append(path("silk/", include("silk.urls", namespace="silk")))

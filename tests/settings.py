@@ -17,10 +17,13 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files served locally: the docs work offline
     "django_filters",
+    "silk",
     "aspects_app",
 ]
 
 MIDDLEWARE = [
+    "aspects_app.middleware.MonitoringMiddleware",
+    "silk.middleware.SilkyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -77,3 +80,16 @@ SPECTACULAR_SETTINGS = {
 }
 
 ASPECTS: dict[str, object] = {}
+
+
+def _silk_records(request: object) -> bool:
+    # Silk is installed as a host would install it, but records only where a test switches it on.
+    from django.conf import settings
+
+    return bool(getattr(settings, "SILK_RECORDING", False))
+
+
+SILKY_INTERCEPT_FUNC = _silk_records
+SILKY_AUTHENTICATION = True
+SILKY_AUTHORISATION = True
+SILKY_PYTHON_PROFILER = False

@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/aspects/", include("aspects_app.api.urls")),
+    path("silk/", include("silk.urls", namespace="silk")),
 ]

@@ -16,6 +16,8 @@ urlpatterns = [
     path("synastry/inline/", views.InlineSynastryView.as_view(), name="synastry-inline"),
     path("estimate/", views.EstimateView.as_view(), name="estimate"),
     path("configuration/", views.ConfigurationView.as_view(), name="configuration"),
+    path("metrics/", views.MetricsView.as_view(), name="metrics"),
+    path("metrics/summary/", views.MetricsSummaryView.as_view(), name="metrics-summary"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="aspects_api:schema"), name="docs"),
     *router.urls,

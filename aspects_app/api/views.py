@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import services
+from .. import metrics, services
+from ..cache import result_cache
 from ..conf import get_config
 from ..models import Chart
 from . import serializers as s
@@ -275,3 +279,45 @@ class ConfigurationView(APIView):
     @extend_schema(responses=s.ConfigurationSerializer)
     def get(self, request: Request) -> Response:
         return Response(services.describe_configuration())
+
+
+class MetricsPermission(permissions.BasePermission):
+    """Staff, or a caller presenting ``ASPECTS["METRICS_TOKEN"]`` as a bearer token (a Prometheus scraper)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        token = get_config()["METRICS_TOKEN"]
+        header = request.headers.get("Authorization", "")
+        if token and header.startswith("Bearer ") and secrets.compare_digest(header[7:], str(token)):
+            return True
+        return bool(request.user and request.user.is_staff)
+
+
+class PrometheusRenderer(BaseRenderer):
+    media_type = "text/plain"
+    format = "prometheus"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return data if isinstance(data, bytes) else str(data).encode()
+
+
+class MetricsView(APIView):
+    """Request and engine metrics in Prometheus' text format (every worker's, in multi-process mode)."""
+
+    permission_classes = [MetricsPermission]
+    renderer_classes = [PrometheusRenderer]
+
+    @extend_schema(responses={(200, "text/plain"): str})
+    def get(self, request: Request) -> HttpResponse:
+        body, content_type = metrics.exposition()
+        return HttpResponse(body, content_type=content_type)
+
+
+class MetricsSummaryView(APIView):
+    """The same metrics as JSON, with this process's cache figures per level."""
+
+    permission_classes = [MetricsPermission]
+
+    @extend_schema(responses=dict[str, Any])
+    def get(self, request: Request) -> Response:
+        return Response({"metrics": metrics.summary(), "cache": result_cache().stats()})
