@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from collections.abc import Sequence
@@ -118,17 +119,7 @@ class AspectHits:
         for key, rows in zip(distinct.tolist(), np.split(order, starts[1:]), strict=True):
             part = self.select(rows)
             zeros = np.zeros(len(part), dtype=INDEX_DTYPE)
-            part = AspectHits(
-                i=zeros,
-                j=None if self.j is None else zeros,
-                p1=part.p1,
-                p2=part.p2,
-                aspect=part.aspect,
-                orb=part.orb,
-                movement=part.movement,
-                points=self.points,
-                backend=self.backend,
-            )
+            part = dataclasses.replace(part, i=zeros, j=None if self.j is None else zeros)
             parts[key if self.j is None else (key >> 32, key & 0xFFFFFFFF)] = part
         return parts
 
