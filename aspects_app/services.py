@@ -120,6 +120,8 @@ class ChartInput:
 
 def create_charts(owner: Any, inputs: Sequence[ChartInput]) -> list[Chart]:
     """Create charts, computing positions from birth data in one vectorised ephemeris call."""
+    if not inputs:
+        return []
     charts = [_unsaved_chart(owner, item) for item in inputs]
     _fill_positions([c for c, item in zip(charts, inputs, strict=True) if item.points is None])
     with transaction.atomic():
