@@ -10,3 +10,5 @@ class AspectsAppConfig(AppConfig):
     def ready(self) -> None:
         # Importing registers the system checks and signal receivers (and, through conf, setting_changed's).
         from aspects_app import checks, signals  # noqa: F401
+
+        signals.time_open_connections()

@@ -12,27 +12,12 @@ from typing import Any
 
 import psutil
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.db.backends.signals import connection_created
-from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
 from . import metrics, timing
 
 _PROCESS = psutil.Process()
 PARTS = ("db", "cache", "engine")
-
-
-def _database_timer(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-    with timing.timed("db"):
-        return execute(sql, params, many, context)
-
-
-@receiver(connection_created)
-def _time_queries(sender: Any, connection: Any, **kwargs: Any) -> None:
-    # Installed on every connection, in whatever thread (async views run queries in worker threads); it only
-    # counts while a request's timings are open in the context.
-    if _database_timer not in connection.execute_wrappers:
-        connection.execute_wrappers.append(_database_timer)
 
 
 class MonitoringMiddleware:

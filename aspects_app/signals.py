@@ -1,15 +1,18 @@
-"""Deleting a chart (through the ORM, the admin or a cascade) forgets its cached results too."""
+"""Signal receivers, connected when the app is ready: deleting a chart (through the ORM, the admin or a cascade)
+forgets its cached results; every database connection times its queries for the monitoring middleware."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from .cache import result_cache
 from .models import Chart
+from .timing import time_query
 
 
 @receiver(post_delete, sender=Chart)
@@ -17,3 +20,17 @@ def forget_cached_results(sender: type[Chart], instance: Chart, **kwargs: Any) -
     # Persisted rows go by cascade; cached ones are keyed by the positions hash.
     doomed = instance.positions_hash
     transaction.on_commit(lambda: result_cache().invalidate(doomed))
+
+
+@receiver(connection_created)
+def time_queries(sender: Any, connection: Any, **kwargs: Any) -> None:
+    # On every connection, in whatever thread (async views run queries in worker threads); it only counts while
+    # a request's timings are open in the context.
+    if time_query not in connection.execute_wrappers:
+        connection.execute_wrappers.append(time_query)
+
+
+def time_open_connections() -> None:
+    """Connections opened before the app was ready (a test runner's, a migrate's) get the timer too."""
+    for connection in connections.all(initialized_only=True):
+        time_queries(sender=None, connection=connection)
