@@ -85,6 +85,11 @@ def describe_configuration() -> dict[str, Any]:
     }
 
 
+def monitoring_summary() -> dict[str, Any]:
+    """The metrics as JSON, with this process's cache figures per level."""
+    return {"metrics": metrics.summary(), "cache": result_cache().stats()}
+
+
 # -- charts ----------------------------------------------------------------------------------------------------
 
 

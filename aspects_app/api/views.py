@@ -22,7 +22,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import metrics, services
-from ..cache import result_cache
 from ..conf import get_config
 from ..models import Chart
 from . import serializers as s
@@ -320,4 +319,4 @@ class MetricsSummaryView(APIView):
 
     @extend_schema(responses=dict[str, Any])
     def get(self, request: Request) -> Response:
-        return Response({"metrics": metrics.summary(), "cache": result_cache().stats()})
+        return Response(services.monitoring_summary())
