@@ -247,12 +247,8 @@ class BatchJob:
     def execute(self) -> Summary:
         if self.run.status == BatchRun.Status.DONE:
             raise BatchError(f"--resume: run {self.run.pk} is already done")
-        group_a = load_population(self.spec.group_a, "group A")
-        group_b = group_a if self.spec.group_b is None else load_population(self.spec.group_b, "group B")
-        if group_a.points != group_b.points:
-            raise BatchError(f"groups have different points: {list(group_a.points)} and {list(group_b.points)}")
-        self.column_of = {chart: column for column, chart in enumerate(group_b.ids.tolist())}
-        totals = [self._units(mode, group_a, group_b) for mode in self.spec.modes]
+        group_a, group_b = self.load_groups()
+        totals = [self.units(mode, group_a, group_b) for mode in self.spec.modes]
         summary = Summary(self.run.pk, self.spec.modes, self.calculator.backend.name, output=self.spec.output)
         run = self.run
         run.status = BatchRun.Status.RUNNING
@@ -280,6 +276,29 @@ class BatchJob:
         self._finish(BatchRun.Status.DONE, summary, start)
         return summary
 
+    def load_groups(self) -> tuple[Population, Population]:
+        """Groups A and B (B is A for pairs within one group)."""
+        group_a = load_population(self.spec.group_a, "group A")
+        group_b = group_a if self.spec.group_b is None else load_population(self.spec.group_b, "group B")
+        if group_a.points != group_b.points:
+            raise BatchError(f"groups have different points: {list(group_a.points)} and {list(group_b.points)}")
+        self.column_of = {chart: column for column, chart in enumerate(group_b.ids.tolist())}
+        return group_a, group_b
+
+    def units(self, mode: str, a: Population, b: Population, rows: slice | None = None) -> int:
+        """Progress units (charts for natal, chart pairs otherwise) of ``rows`` of group A (default: all)."""
+        rows = rows or slice(0, len(a.ids))
+        n, m = rows.stop - rows.start, len(b.ids)
+        if mode == "natal":
+            return n
+        if mode == "synastry" and self.spec.within_one_group:
+            return sum(m - 1 - r for r in range(rows.start, rows.stop))
+        return n * m
+
+    def block_slices(self, mode: str, a: Population, b: Population, first_row: int = 0) -> list[slice]:
+        step = self._block_rows(mode, a, b)
+        return [slice(start, min(start + step, len(a.ids))) for start in range(first_row, len(a.ids), step)]
+
     def _finish(self, status: str, summary: Summary, start: float) -> None:
         summary.seconds = time.perf_counter() - start
         memory = self.calculator.monitor.get_memory_stats()
@@ -298,14 +317,6 @@ class BatchJob:
         self.run.parameters = {**self.run.parameters, "state": asdict(self.state)}
         self.run.save(update_fields=["parameters", "progress_done", "pairs_computed", "hits", "rows_written"])
 
-    def _units(self, mode: str, a: Population, b: Population) -> int:
-        n, m = len(a.ids), len(b.ids)
-        if mode == "natal":
-            return n
-        if mode == "synastry" and self.spec.within_one_group:
-            return n * (n - 1) // 2
-        return n * m
-
     def _block_rows(self, mode: str, a: Population, b: Population) -> int:
         plan = self.calculator.estimate_memory_usage(
             max(len(a.ids), 1), max(len(b.ids), 1), len(a.points), _OPERATIONS[mode], self.spec.method, points=a.points
@@ -313,11 +324,10 @@ class BatchJob:
         return int(min(MAX_BLOCK_ROWS, max(MIN_BLOCK_ROWS, plan["chunk_rows"])))
 
     def _blocks(self, mode: str, a: Population, b: Population) -> Iterator[slice]:
-        step = self._block_rows(mode, a, b)
-        for start in range(self.state.next_row, len(a.ids), step):
+        for rows in self.block_slices(mode, a, b, self.state.next_row):
             if self.should_stop():
-                raise BatchInterrupted(f"run {self.run.pk} stopped at row {start} of {mode}")
-            yield slice(start, min(start + step, len(a.ids)))
+                raise BatchInterrupted(f"run {self.run.pk} stopped at row {rows.start} of {mode}")
+            yield rows
 
     def _run_mode(self, mode: str, a: Population, b: Population, offset: int, summary: Summary) -> None:
         writer = open_writer(self.spec, mode, a, b, self.state.file_bytes)
@@ -325,7 +335,7 @@ class BatchJob:
             for rows in self._blocks(mode, a, b):
                 # Database output: the block's rows and the run's progress commit together.
                 with writer.block():
-                    units, hits, written = self._compute_block(mode, a, b, rows, writer)
+                    units, hits, written = self.compute_block(mode, a, b, rows, writer)
                     self._record_block(rows.stop, units, hits, written, offset, writer, summary)
                 if self.progress is not None:
                     self.progress(self.run.progress_done, self.run.progress_total)
@@ -354,7 +364,7 @@ class BatchJob:
         self.state.file_bytes = writer.flush()
         self._save_state()
 
-    def _compute_block(
+    def compute_block(
         self, mode: str, a: Population, b: Population, rows: slice, writer: Writer
     ) -> tuple[int, int, int]:
         """(units of progress, hits, rows written) of one block."""
@@ -370,10 +380,7 @@ class BatchJob:
             if within:  # each unordered pair once: j > i
                 assert hits.j is not None
                 hits = hits.select(hits.j > hits.i + rows.start)
-                units = sum(len(b.ids) - 1 - r for r in range(rows.start, rows.stop))
-            else:
-                units = (rows.stop - rows.start) * len(b.ids)
-            return units, len(hits), writer.write_hits(self, hits, rows, a, b, natal=False)
+            return self.units(mode, a, b, rows), len(hits), writer.write_hits(self, hits, rows, a, b, natal=False)
         if mode == "scores":
             values = calc.scores(lon, b.longitudes, method=self.spec.method, points=a.points)
             return int(values.size), 0, writer.write_scores(values, rows, a, b)
@@ -625,7 +632,15 @@ def open_writer(spec: JobSpec, mode: str, a: Population, b: Population, resume_b
 
 
 def check_plan(spec: JobSpec) -> None:
-    """Fail before anything is stored when the budget cannot hold one chart pair of some mode."""
+    """Fail before anything is stored: charts whose points differ, or a budget that cannot hold one chart pair
+    of some mode."""
+    for what, ids in (("selection", spec.group_a), ("second group", spec.group_b or [])):
+        kinds: set[tuple[str, ...]] = set()
+        for start in range(0, len(ids), ID_BATCH):
+            batch = Chart.objects.filter(pk__in=ids[start : start + ID_BATCH])
+            kinds.update(tuple(p) for p in batch.values_list("points", flat=True).distinct())
+        if len(kinds) > 1:
+            raise BatchError(f"{what}: the selected charts have different points: {sorted(kinds)[:3]}")
     first = Chart.objects.filter(pk=spec.group_a[0]).values_list("points", flat=True).first()
     num_points = len(first or [])
     calc = MemoryOptimizedVectorizedCalculator(

@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "LOCAL_CACHE_MB": 64,
     # Bearer token that may read the metrics endpoints besides staff users; None: staff only.
     "METRICS_TOKEN": None,
+    # Celery queues of distributed batch runs: CPU workers consume the first, GPU workers the second.
+    "CPU_QUEUE": "aspects-cpu",
+    "GPU_QUEUE": "aspects-gpu",
 }
 
 

@@ -190,3 +190,23 @@ class Match(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chart_id} #{self.rank}: {self.partner_id} ({self.score:g})"
+
+
+class BatchBlock(models.Model):
+    """A finished row block of a distributed run, written in the same transaction as the block's results: a
+    block delivered twice (a retried or duplicated task) finds its marker and does nothing."""
+
+    run = models.ForeignKey(BatchRun, on_delete=models.CASCADE, related_name="blocks")
+    mode = models.CharField(max_length=16)
+    start = models.PositiveIntegerField()
+    stop = models.PositiveIntegerField()
+    units = models.BigIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    seconds = models.FloatField(default=0.0)
+    completed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "mode", "start"], name="batch_block_unique")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.mode} [{self.start}, {self.stop})"

@@ -465,3 +465,58 @@ def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int =
             cache.set_many(payloads)
             counts["computed"] += len(group)
     return counts
+
+
+def create_job(
+    user: Any,
+    modes: Sequence[str],
+    charts: Sequence[int] | None,
+    with_charts: Sequence[int] | None,
+    orbs: Any,
+    aspects: Sequence[str] | None,
+    k: int,
+    method: str,
+) -> Any:
+    """A distributed batch run over charts ``user`` can see (default: their own), enqueued for the workers."""
+    from . import batch, distributed  # the batch layer builds on this module
+
+    visible = Chart.objects.visible_to(user)
+    groups = []
+    for field, ids in (("charts", charts), ("with_charts", with_charts)):
+        if ids is None:
+            groups.append(
+                None if field == "with_charts" else sorted(visible.filter(owner=user).values_list("pk", flat=True))
+            )
+            continue
+        found = set(visible.filter(pk__in=ids).values_list("pk", flat=True))
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise ServiceError(field, f"unknown or not visible: {missing[:20]}")
+        groups.append(sorted(found))
+    if not groups[0]:
+        raise ServiceError("charts", "no charts selected (you own none; list some visible ones)")
+    settings = get_config()
+    try:
+        spec = batch.JobSpec(
+            modes=list(dict.fromkeys(modes)),
+            group_a=groups[0],
+            group_b=groups[1],
+            orbs=orbs,
+            aspects=aspects,
+            method=method,
+            k=k,
+            backend=settings["BACKEND"],
+            working_memory_mb=float(settings["WORKING_MEMORY_MB"]),
+        )
+        batch.check_plan(spec)
+    except batch.BatchError as exc:
+        field, _, message = str(exc).partition(": ")
+        field = {"selection": "charts", "second group": "with_charts"}.get(field, field.lstrip("-").replace("-", "_"))
+        raise ServiceError(field or "modes", message or str(exc)) from exc
+    run = batch.create_run(spec, owner=user)
+    try:
+        distributed.start(run)
+    except batch.BatchError as exc:  # checked above; a chart deleted meanwhile
+        raise ServiceError("charts", str(exc)) from exc
+    run.refresh_from_db()
+    return run

@@ -33,10 +33,11 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     from django.conf import settings
 
     for db in settings.DATABASES.values():
-        if db["ENGINE"] == "django.db.backends.sqlite3":
-            continue  # in memory: private to the process already
         test = db.setdefault("TEST", {})
-        test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{os.getpid()}"
+        if db["ENGINE"] == "django.db.backends.sqlite3":
+            test["NAME"] = f"{db['NAME']}.{os.getpid()}"  # a file beside the configured one
+        else:
+            test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{os.getpid()}"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,6 +1,7 @@
 """Settings for the test suite, separate from the demo project so tests never depend on it."""
 
 import os
+import tempfile
 
 SECRET_KEY = "aspects-app-tests-not-secret"
 USE_TZ = True
@@ -55,7 +56,17 @@ if os.environ.get("ASPECTS_TEST_DB") == "postgres":
         }
     }
 else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    # A file, not memory: the Celery worker processes of tests/test_distributed.py must open the same database.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.path.join(tempfile.gettempdir(), "aspects-tests.sqlite3"),
+            "OPTIONS": {"timeout": 30},  # the worker and the test process take turns writing
+        }
+    }
+# A worker started by the tests opens the test database itself, whose name only the test process knows.
+if os.environ.get("ASPECTS_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["ASPECTS_TEST_DB_NAME"]
 
 ROOT_URLCONF = "tests.urls"
 STATIC_URL = "static/"
@@ -93,3 +104,23 @@ SILKY_INTERCEPT_FUNC = _silk_records
 SILKY_AUTHENTICATION = True
 SILKY_AUTHORISATION = True
 SILKY_PYTHON_PROFILER = False
+
+# Celery: batch runs spread over worker machines (see README, "Work spread over machines"). Redis is the broker.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2")
+CELERY_TASK_ACKS_LATE = True  # a block is acknowledged when done: a killed worker's block is delivered again
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # blocks are long: no worker hoards them
+# Unacknowledged blocks (their worker died) return to the queue after visibility_timeout, which must exceed
+# the longest block; workers look for them every unacked_restore_interval x unacked_restore_throttle seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    "unacked_restore_interval": int(os.environ.get("CELERY_UNACKED_RESTORE_INTERVAL", "10")),
+    "unacked_restore_throttle": int(os.environ.get("CELERY_UNACKED_RESTORE_THROTTLE", "10")),
+}
+CELERY_TASK_TIME_LIMIT = 3600
+CELERY_TASK_SOFT_TIME_LIMIT = 3300
+CELERY_TASK_DEFAULT_QUEUE = "aspects-cpu"
+CELERY_TASK_IGNORE_RESULT = True  # progress and results live in BatchRun and the result tables
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The suite's own broker database, apart from the demo project's.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/3")

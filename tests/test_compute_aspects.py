@@ -532,7 +532,7 @@ def test_with_owner_selects_the_second_group(make_charts: MakeCharts, alice: Any
 def crash_on_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], None]:
     """Make the ``call``-th block fail after it has computed and written its rows (as a crash between the write
     and the progress record would); returns a function that restores the real method."""
-    real = batch.BatchJob._compute_block
+    real = batch.BatchJob.compute_block
     calls: list[int] = []
 
     def crashing(self: batch.BatchJob, mode: str, a: Any, b: Any, rows: slice, writer: Any) -> tuple[int, int, int]:
@@ -542,14 +542,14 @@ def crash_on_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], N
             raise RuntimeError("simulated crash")
         return result
 
-    monkeypatch.setattr(batch.BatchJob, "_compute_block", crashing)
-    return lambda: monkeypatch.setattr(batch.BatchJob, "_compute_block", real)
+    monkeypatch.setattr(batch.BatchJob, "compute_block", crashing)
+    return lambda: monkeypatch.setattr(batch.BatchJob, "compute_block", real)
 
 
 def stop_after_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], None]:
     """Send the process a real SIGINT (Ctrl-C) during the ``call``-th block; the command's handler must turn it
     into a stop request that takes effect before the next block."""
-    real = batch.BatchJob._compute_block
+    real = batch.BatchJob.compute_block
     calls: list[int] = []
 
     def interrupted(self: batch.BatchJob, mode: str, a: Any, b: Any, rows: slice, writer: Any) -> tuple[int, int, int]:
@@ -561,8 +561,8 @@ def stop_after_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[],
             os.kill(os.getpid(), signal.SIGINT)
         return result
 
-    monkeypatch.setattr(batch.BatchJob, "_compute_block", interrupted)
-    return lambda: monkeypatch.setattr(batch.BatchJob, "_compute_block", real)
+    monkeypatch.setattr(batch.BatchJob, "compute_block", interrupted)
+    return lambda: monkeypatch.setattr(batch.BatchJob, "compute_block", real)
 
 
 def clean_database_run(args: tuple[str, ...]) -> tuple[dict[Any, Any], dict[Any, Any]]:

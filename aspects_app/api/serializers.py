@@ -388,3 +388,34 @@ class ConfigurationSerializer(serializers.Serializer):
     score_methods = serializers.ListField(child=serializers.CharField())
     engine_version = serializers.CharField()
     max_charts_per_request = serializers.IntegerField()
+
+
+class JobRequestSerializer(AspectSelectionSerializer):
+    """A distributed batch job over charts the caller can see."""
+
+    modes = serializers.ListField(child=serializers.ChoiceField(choices=["natal", "synastry", "top-k"]), min_length=1)
+    charts = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, help_text="Group A (default: your charts)."
+    )
+    with_charts = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, help_text="Group B (default: within group A)."
+    )
+    k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10)
+    method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
+
+
+class JobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["pending", "running", "done", "failed", "cancelled", "interrupted"])
+    modes = serializers.ListField(child=serializers.CharField())
+    progress = serializers.DictField()
+    blocks = serializers.DictField()
+    pairs_computed = serializers.IntegerField()
+    hits = serializers.IntegerField()
+    rows_written = serializers.IntegerField()
+    backend = serializers.CharField()
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    links = serializers.DictField(child=serializers.CharField())

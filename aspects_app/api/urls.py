@@ -10,6 +10,7 @@ app_name = "aspects_api"
 
 router = DefaultRouter()
 router.register("charts", views.ChartViewSet, basename="chart")
+router.register("jobs", views.JobViewSet, basename="job")
 
 urlpatterns = [
     path("synastry/", views.SynastryView.as_view(), name="synastry"),

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpResponse
+from django.urls import reverse
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status, viewsets
@@ -21,9 +22,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import metrics, services
+from .. import distributed, metrics, services
 from ..conf import get_config
-from ..models import Chart
+from ..models import BatchRun, Chart
 from . import serializers as s
 from .throttling import ComputeRateThrottle
 
@@ -320,3 +321,68 @@ class MetricsSummaryView(APIView):
     @extend_schema(responses=dict[str, Any])
     def get(self, request: Request) -> Response:
         return Response(services.monitoring_summary())
+
+
+JOB_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The job's id.")
+
+
+class JobViewSet(viewsets.ViewSet):
+    """Distributed batch jobs: POST answers 202 with the job's URL in Location; GET reports status and progress;
+    DELETE cancels. Only the job's owner (or staff) sees a job."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    def get_throttles(self) -> list[Any]:
+        return [ComputeRateThrottle()] if self.action == "create" else super().get_throttles()
+
+    def _runs(self, request: Request) -> QuerySet[BatchRun]:
+        runs = BatchRun.objects.filter(parameters__has_key="distributed")
+        return runs if request.user.is_staff else runs.filter(owner=request.user)
+
+    def _get(self, request: Request, pk: str | None) -> BatchRun:
+        run = self._runs(request).filter(pk=pk).first() if str(pk).isdigit() else None
+        if run is None:
+            raise NotFound("no such job")
+        return run
+
+    def _body(self, request: Request, run: BatchRun) -> dict[str, Any]:
+        url = request.build_absolute_uri(reverse("aspects_api:job-detail", args=[run.pk]))
+        links = {"self": url}
+        if run.status == BatchRun.Status.DONE and "top-k" in run.mode.split(","):
+            links["matches"] = request.build_absolute_uri(reverse("aspects_api:chart-list")) + "{id}/matches/"
+        return {**distributed.describe(run), "links": links}
+
+    @extend_schema(responses=s.JobSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        return Response([self._body(request, run) for run in self._runs(request).order_by("-pk")[:100]])
+
+    @extend_schema(request=s.JobRequestSerializer, responses={202: s.JobSerializer})
+    def create(self, request: Request) -> Response:
+        body = s.JobRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        with service_errors():
+            run = services.create_job(
+                request.user,
+                data["modes"],
+                data.get("charts"),
+                data.get("with_charts"),
+                data.get("orbs"),
+                data.get("aspects"),
+                data["k"],
+                data["method"],
+            )
+        response = Response(self._body(request, run), status=status.HTTP_202_ACCEPTED)
+        response["Location"] = response.data["links"]["self"]
+        return response
+
+    @extend_schema(parameters=[JOB_ID], responses=s.JobSerializer)
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        return Response(self._body(request, self._get(request, pk)))
+
+    @extend_schema(parameters=[JOB_ID], responses={202: s.JobSerializer})
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        """Cancel the job: blocks not yet computed are skipped (what is stored stays)."""
+        run = self._get(request, pk)
+        distributed.cancel(run)
+        return Response(self._body(request, run), status=status.HTTP_202_ACCEPTED)

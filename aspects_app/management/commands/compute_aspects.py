@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
-from aspects_app import batch, demo_data, services
+from aspects_app import batch, demo_data, distributed, services
 from aspects_app.conf import get_config
 from aspects_app.engine.backend import BACKEND_NAMES
 from aspects_app.engine.scoring import SCORE_METHODS
@@ -67,9 +67,17 @@ class Command(BaseCommand):
         actions.add_argument("--seed", type=int, default=0, help="Seed of the demo charts (default: %(default)s).")
         actions.add_argument("--resume", type=int, metavar="RUN_ID", help="Continue an interrupted or failed run.")
         actions.add_argument("--no-progress", action="store_true", help="No progress bar.")
+        spread = parser.add_argument_group("work spread over machines (Celery workers; database output)")
+        spread.add_argument("--distributed", action="store_true", help="Enqueue the run's blocks for the workers.")
+        spread.add_argument("--queue", help="Celery queue (default: aspects-gpu for --backend cupy, else aspects-cpu).")
+        spread.add_argument("--no-wait", action="store_true", help="Enqueue and exit instead of following progress.")
+        spread.add_argument("--cancel", type=int, metavar="RUN_ID", help="Cancel a distributed run.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.verbosity = int(options["verbosity"])
+        if options["cancel"] is not None:
+            self._cancel(options["cancel"])
+            return
         if options["resume"] is not None:
             self._refuse_with_resume(options)
             run = BatchRun.objects.filter(pk=options["resume"]).first()
@@ -77,7 +85,10 @@ class Command(BaseCommand):
                 raise CommandError(f"--resume: no batch run {options['resume']}")
             if run.status == BatchRun.Status.DONE:
                 raise CommandError(f"--resume: run {run.pk} is already done")
-            self._execute(run, options)
+            if "distributed" in run.parameters:
+                self._distribute(run, options)
+            else:
+                self._execute(run, options)
             return
         if options["demo"] is not None:
             self._create_demo(options["demo"], options["seed"])
@@ -92,6 +103,11 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if options["estimate"]:
             self._print_estimate(spec)
+            return
+        if options["distributed"]:
+            if spec.output != "db":
+                raise CommandError("--distributed writes into the database: drop --output")
+            self._distribute(batch.create_run(spec), options)
             return
         self._execute(batch.create_run(spec), options)
 
@@ -118,8 +134,8 @@ class Command(BaseCommand):
             )
             if options.get(name)
         ]
-        if options["estimate"] or options["with_all"] or options["output"] != "db":
-            conflicting.append("estimate/with-all/output")
+        if options["estimate"] or options["with_all"] or options["output"] != "db" or options["distributed"]:
+            conflicting.append("estimate/with-all/output/distributed")
         if conflicting:
             names = ", ".join("--" + n.replace("_", "-") for n in conflicting)
             raise CommandError(f"--resume takes the run's own parameters; drop {names}")
@@ -258,6 +274,56 @@ class Command(BaseCommand):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _distribute(self, run: BatchRun, options: dict[str, Any]) -> None:
+        try:
+            enqueued = distributed.start(run, options["queue"])
+        except batch.BatchError as exc:
+            raise CommandError(str(exc)) from exc
+        except Exception as exc:  # the broker is down or unreachable
+            distributed.fail(run.pk, f"enqueueing failed: {exc}")
+            raise CommandError(
+                f"could not enqueue run {run.pk} ({exc}); --resume {run.pk} when the broker is up"
+            ) from exc
+        queue = run.parameters["distributed"]["queue"]
+        if self.verbosity:
+            self.stdout.write(f"run {run.pk}: {enqueued} blocks enqueued on {queue!r}")
+        if options["no_wait"]:
+            return
+        show_progress = self.verbosity > 0 and not options["no_progress"]
+        stream = getattr(self.stderr, "_out", sys.stderr)
+        bar = tqdm(total=run.progress_total, unit="pair", unit_scale=True, file=stream, disable=not show_progress)
+        start = time.perf_counter()
+        try:
+            while True:
+                run.refresh_from_db()
+                bar.update(run.progress_done - bar.n)
+                if run.status != BatchRun.Status.RUNNING:
+                    break
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            raise CommandError(f"stopped following run {run.pk}; it goes on (--cancel {run.pk} stops it)") from None
+        finally:
+            bar.close()
+        if run.status != BatchRun.Status.DONE:
+            raise CommandError(f"run {run.pk} {run.status}: {run.error or 'see the BatchRun'}")
+        seconds = time.perf_counter() - start
+        if self.verbosity:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"run {run.pk} done on the workers: {run.pairs_computed:,} pairs, {run.hits:,} hits, "
+                    f"{run.rows_written:,} rows written in {seconds:.2f} s "
+                    f"({run.pairs_computed / max(seconds, 1e-9):,.0f} pairs/s); backend {run.backend}"
+                )
+            )
+
+    def _cancel(self, run_id: int) -> None:
+        run = BatchRun.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"--cancel: no batch run {run_id}")
+        if not distributed.cancel(run):
+            raise CommandError(f"--cancel: run {run_id} is already {run.status}")
+        self.stdout.write(f"run {run_id} cancelled; its queued blocks will be skipped")
 
     def _print_summary(self, summary: batch.Summary) -> None:
         if not self.verbosity:

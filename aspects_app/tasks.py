@@ -1,0 +1,19 @@
+"""Celery tasks: one row block of a distributed batch run each (see aspects_app.distributed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from . import distributed
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, name="aspects_app.compute_block")
+def compute_block(self: Any, run_id: int, mode: str, start: int, stop: int) -> str:
+    """Idempotent: a block delivered again (worker lost, duplicate message) writes nothing twice."""
+    try:
+        return distributed.run_block(run_id, mode, start, stop)
+    except Exception as exc:
+        distributed.fail(run_id, f"block {mode} [{start}, {stop}): {exc.__class__.__name__}: {exc}")
+        raise
