@@ -295,8 +295,13 @@ class BatchJob:
             return sum(m - 1 - r for r in range(rows.start, rows.stop))
         return n * m
 
-    def block_slices(self, mode: str, a: Population, b: Population, first_row: int = 0) -> list[slice]:
+    def block_slices(
+        self, mode: str, a: Population, b: Population, first_row: int = 0, min_blocks: int = 1
+    ) -> list[slice]:
+        """Row blocks from ``first_row``: the engine's chunk rows, made smaller (down to MIN_BLOCK_ROWS) when that
+        gives fewer than ``min_blocks`` (work spread over several workers needs enough blocks to share)."""
         step = self._block_rows(mode, a, b)
+        step = max(MIN_BLOCK_ROWS, min(step, -(-len(a.ids) // min_blocks)))
         return [slice(start, min(start + step, len(a.ids))) for start in range(first_row, len(a.ids), step)]
 
     def _finish(self, status: str, summary: Summary, start: float) -> None:

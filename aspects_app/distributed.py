@@ -23,6 +23,8 @@ from .conf import get_config
 from .models import BatchBlock, BatchRun
 
 FINISHED = (BatchRun.Status.DONE, BatchRun.Status.CANCELLED)
+# Blocks per mode at least (rows allowing), so that many workers share a run evenly.
+MIN_BLOCKS = 64
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,11 @@ def start(run: BatchRun, queue: str | None = None) -> int:
     if job.spec.output != "db":
         raise BatchError("--distributed writes into the database: drop --output")
     a, b = job.load_groups()
-    blocks = [Block(mode, rows.start, rows.stop) for mode in job.spec.modes for rows in job.block_slices(mode, a, b)]
+    blocks = [
+        Block(mode, rows.start, rows.stop)
+        for mode in job.spec.modes
+        for rows in job.block_slices(mode, a, b, min_blocks=MIN_BLOCKS)
+    ]
     done = set(BatchBlock.objects.filter(run=run).values_list("mode", "start"))
     todo = [block for block in blocks if (block.mode, block.start) not in done]
     queue = queue or queue_for(run)
