@@ -39,7 +39,7 @@ def main() -> None:
     from django.test import override_settings
 
     from aspects_app.models import AspectResult, BatchBlock, BatchRun, Chart, Match
-    from project.celery import app
+    from project.celery import app, worker_command
 
     call_command("migrate", verbosity=0)
     for model in (Match, AspectResult, BatchBlock, BatchRun, Chart):
@@ -51,25 +51,7 @@ def main() -> None:
     def run_with(workers: int) -> float:
         processes = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "project",
-                    "worker",
-                    "-Q",
-                    QUEUE,
-                    "--concurrency",
-                    "1",
-                    "--loglevel",
-                    "WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "-n",
-                    f"bench{n}@%h",
-                ],
+                worker_command(QUEUE, f"bench{n}@%h"),
                 cwd=ROOT,
                 env=os.environ.copy(),
                 stdout=subprocess.DEVNULL,

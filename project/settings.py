@@ -97,23 +97,8 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # aspects_app settings; keys and defaults are documented in aspects_app/conf.py.
-REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
-    ],
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "aspects_app API",
-    "DESCRIPTION": "Planetary aspects, synastry and compatibility scores.",
-    "VERSION": "1",
-    "SERVE_INCLUDE_SCHEMA": False,
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
-    "COMPONENT_SPLIT_REQUEST": True,
-}
+# DRF authentication and the OpenAPI schema (Swagger UI served from drf-spectacular-sidecar, offline).
+from project.api_settings import *  # noqa: E402, F403
 
 
 def _rate(name: str, default: str) -> str | None:

@@ -11,7 +11,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from rest_framework.test import APIClient
 from aspects_app import distributed, services
 from aspects_app.engine import MemoryOptimizedVectorizedCalculator
 from aspects_app.models import AspectResult, BatchBlock, BatchRun, Chart, Match
+from project.celery import worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEUE = f"aspects-test-{os.getpid()}"
@@ -63,23 +63,7 @@ class Workers:
 
     def start(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "project",
-                "worker",
-                "-Q",
-                QUEUE,
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+            worker_command(QUEUE),
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.DEVNULL,
