@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -15,14 +18,28 @@ from .aspects import STANDARD_POINTS, AspectConfig, resolve_points
 from .backend import Backend, get_backend
 from .chunking import MIB, ChunkPlan
 from .classify import AspectClassifier, OrbProfiles
+from .fused import (
+    FUSED_HIT_BYTES,
+    FUSED_HIT_CELL_BYTES,
+    MAX_FUSED_K,
+    DiscepoloTables,
+    FusedKernels,
+    HitTables,
+    WeightedTables,
+    unpack_hits,
+)
 from .hits import HIT_RESULT_BYTES, STATIC, AspectHits, HitsBuilder
 from .kernels import HIT_BYTES, HIT_CELL_BYTES, HitKernel, Layout, movement
 from .monitor import VectorizedPerformanceMonitor
 from .pool import ArrayPool
 from .scoring import SCORE_METHODS, DiscepoloScorer, WeightedScorer
 from .topk import TopK, merge_top_k, select_top_k
+from .xp_ops import apply_into, gather_2d, reshape, take_into
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("aspects_app.engine")
 FloatArray = npt.NDArray[np.float64]
 
 OPERATIONS: tuple[str, ...] = ("synastry", "natal", "scores", "top_k")
@@ -30,6 +47,21 @@ OPERATIONS: tuple[str, ...] = ("synastry", "natal", "scores", "top_k")
 NATAL_GATHER_BYTES = 8
 # Temporaries per chart pair of top-k selection beyond the scores: partition copy, masks, cumsum (int64).
 TOP_K_CELL_BYTES = 8 + 8 + 3
+# Out of device memory, a chunk is halved and retried this many times before the work moves to the CPU.
+MAX_OOM_RETRIES = 8
+# Chart pairs per fused top-k launch at most, so that progress is reported every second or so on a GPU.
+TOP_K_LAUNCH_PAIRS = 1 << 33
+
+
+def _recovering(method: F) -> F:
+    """Run a public operation so that a device failure is recovered from: out of memory is retried with smaller
+    chunks, and a failure that persists (or a driver error) reruns the operation on the CPU. Bad input raises."""
+
+    @functools.wraps(method)
+    def run(self: MemoryOptimizedVectorizedCalculator, *args: Any, **kwargs: Any) -> Any:
+        return self._recover(method.__name__, lambda: method(self, *args, **kwargs))
+
+    return cast(F, run)
 
 
 class MemoryOptimizedVectorizedCalculator:
@@ -39,6 +71,12 @@ class MemoryOptimizedVectorizedCalculator:
     same shape. Columns are named by ``points`` (default: a prefix of :data:`STANDARD_POINTS`). Work is split into
     chunks whose temporaries fit ``working_memory_mb`` (``chunk_size`` fixes the rows per chunk instead), and
     ``progress(done, total)`` is called after each chunk.
+
+    On a GPU backend the operations run as fused kernels (:mod:`aspects_app.engine.fused`); chunks also fit the
+    free device memory and ``device_memory_limit_mb``, the cap set on CuPy's memory pool. A device that runs out
+    of memory is retried with chunks half the size; one that keeps failing, or reports a driver error, hands the
+    operation to NumPy (progress then restarts from zero), logs why and records it in
+    ``backend.fallback_reason``. Results name the backend that produced them.
     """
 
     def __init__(
@@ -50,6 +88,7 @@ class MemoryOptimizedVectorizedCalculator:
         progress: Progress | None = None,
         monitor: VectorizedPerformanceMonitor | None = None,
         points: Sequence[str] | None = None,
+        device_memory_limit_mb: float | None = None,
     ) -> None:
         if config is None:
             config = AspectConfig()
@@ -68,9 +107,17 @@ class MemoryOptimizedVectorizedCalculator:
         self.monitor = monitor or VectorizedPerformanceMonitor(self.backend)
         self._kernels: dict[tuple[tuple[str, ...], str], HitKernel] = {}
         self._scorers: dict[tuple[tuple[str, ...], str], Any] = {}
+        self._fused_tables: dict[tuple[str, tuple[str, ...], str], Any] = {}
+        # After an out-of-memory on the device: the most bytes a chunk may hold (halved on each failure).
+        self._device_cap: int | None = None
+        self._last_chunk_bytes = 0
+        if device_memory_limit_mb is not None:
+            limit = validation.positive_number("device_memory_limit_mb", device_memory_limit_mb)
+            self.backend.set_memory_limit(int(limit * MIB))
 
     # -- public operations -------------------------------------------------------------------------------------
 
+    @_recovering
     def synastry(
         self,
         lon_a: Any,
@@ -87,6 +134,8 @@ class MemoryOptimizedVectorizedCalculator:
         sa = validation.speeds("speed_a", speed_a, a.shape)
         sb = validation.speeds("speed_b", speed_b, b.shape)
         names = self._points(points, a.shape[1])
+        if self.backend.kernels is not None:
+            return self._fused_hits("synastry", a, b, sa, sb, names)
         kernel = self._hit_kernel(names, "all")
         plan = self._plan(a.shape[0], b.shape[0], kernel.layout.size * self._hit_cell_bytes(kernel))
         xp = self.xp
@@ -96,19 +145,23 @@ class MemoryOptimizedVectorizedCalculator:
             for rows, cols in self._chunks(plan):
                 shape = (rows.stop - rows.start, cols.stop - cols.start, a.shape[1], a.shape[1])
                 with self.pool.borrow(shape, np.float64) as diff:
-                    xp.subtract(xa[rows, None, :, None], xb[None, cols, None, :], out=diff)
-                    xp.abs(diff, out=diff)
+                    apply_into(xp, xp.subtract, xa[rows, None, :, None], xb[None, cols, None, :], out=diff)
+                    apply_into(xp, xp.abs, diff, out=diff)
                     self.monitor.sample()
-                    columns = kernel.extract(self.pool, diff.reshape(shape[0], shape[1], -1), rows.start, cols.start)
+                    chunk_a = reshape(xp, diff, (shape[0], shape[1], -1))
+                    columns = kernel.extract(self.pool, chunk_a, rows.start, cols.start)
                 self._append(builder, columns, kernel, xa, xb, sa, sb, natal=False)
                 del columns  # else this chunk's columns live on through the next chunk's peak
         return self._collect(builder)
 
+    @_recovering
     def natal(self, lon: Any, speed: Any = None, points: Sequence[str] | None = None) -> AspectHits:
         """Aspects within each chart of ``lon`` (N, P), point pairs p1 < p2 only."""
         a = validation.longitudes("lon", lon)
         s = validation.speeds("speed", speed, a.shape)
         names = self._points(points, a.shape[1])
+        if self.backend.kernels is not None:
+            return self._fused_hits("natal", a, a, s, s, names)
         kernel = self._hit_kernel(names, "upper")
         plan = self._plan(a.shape[0], 1, kernel.layout.size * (self._hit_cell_bytes(kernel) + NATAL_GATHER_BYTES))
         xp = self.xp
@@ -116,18 +169,20 @@ class MemoryOptimizedVectorizedCalculator:
         builder = self._builder(kernel, a.shape[0], names, natal=True)
         with self.monitor.timer("natal"):
             for rows, _ in self._chunks(plan):
-                chunk = xa[rows]
+                chunk = xa[rows, :]
                 shape = (chunk.shape[0], 1, kernel.layout.size)
                 with self.pool.borrow(shape, np.float64) as diff:
-                    flat = diff.reshape(shape[0], -1)
-                    xp.take(chunk, kernel.layout.p1, axis=1, out=flat)
-                    xp.subtract(flat, xp.take(chunk, kernel.layout.p2, axis=1), out=flat)
-                    xp.abs(diff, out=diff)
+                    flat = reshape(xp, diff, (shape[0], -1))
+                    # The kernel's point indices live on the backend (the layout's are host arrays).
+                    take_into(xp, chunk, kernel.p1, flat, axis=1)
+                    apply_into(xp, xp.subtract, flat, xp.take(chunk, kernel.p2, axis=1), out=flat)
+                    apply_into(xp, xp.abs, diff, out=diff)
                     columns = kernel.extract(self.pool, diff, rows.start, 0)
                 self._append(builder, columns, kernel, xa, xa, s, s, natal=True)
                 del columns  # else this chunk's columns live on through the next chunk's peak
         return self._collect(builder)
 
+    @_recovering
     def paired_synastry(
         self,
         lon_a: Any,
@@ -145,6 +200,8 @@ class MemoryOptimizedVectorizedCalculator:
         sa = validation.speeds("speed_a", speed_a, a.shape)
         sb = validation.speeds("speed_b", speed_b, b.shape)
         names = self._points(points, a.shape[1])
+        if self.backend.kernels is not None:
+            return self._fused_hits("paired_synastry", a, b, sa, sb, names)
         kernel = self._hit_kernel(names, "all")
         plan = self._plan(a.shape[0], 1, kernel.layout.size * self._hit_cell_bytes(kernel))
         xp = self.xp
@@ -155,9 +212,9 @@ class MemoryOptimizedVectorizedCalculator:
                 p = a.shape[1]
                 shape = (rows.stop - rows.start, p, p)
                 with self.pool.borrow(shape, np.float64) as diff:
-                    xp.subtract(xa[rows, :, None], xb[rows, None, :], out=diff)
-                    xp.abs(diff, out=diff)
-                    columns = kernel.extract(self.pool, diff.reshape(shape[0], 1, -1), rows.start, 0)
+                    apply_into(xp, xp.subtract, xa[rows, :, None], xb[rows, None, :], out=diff)
+                    apply_into(xp, xp.abs, diff, out=diff)
+                    columns = kernel.extract(self.pool, reshape(xp, diff, (shape[0], 1, -1)), rows.start, 0)
                 columns["j"] = columns["i"]
                 self._append(builder, columns, kernel, xa, xb, sa, sb, natal=False)
                 del columns  # else this chunk's columns live on through the next chunk's peak
@@ -179,6 +236,7 @@ class MemoryOptimizedVectorizedCalculator:
             raise ValueError(f"chart_pairs: expected (lon_a, lon_b) pairs of equal-length 1-D arrays ({exc})") from exc
         return self.paired_synastry(lon_a, lon_b, points=points)
 
+    @_recovering
     def scores(
         self,
         lon_a: Any,
@@ -195,10 +253,14 @@ class MemoryOptimizedVectorizedCalculator:
         xa, xb = self.backend.asarray(a), self.backend.asarray(b)
         with self.monitor.timer(f"scores_{method}"):
             for rows, cols in self._chunks(plan):
-                with self._score_block(method, names, xa, xb, rows, cols) as block:
-                    result[rows, cols] = self.backend.to_numpy(block)
+                with (
+                    self._score_block(method, names, xa, xb, rows, cols) as block,
+                    self.monitor.timer(f"scores_{method}_transfer"),
+                ):
+                    self.backend.copy_into(block, result[rows, cols])
         return result
 
+    @_recovering
     def top_k(
         self,
         lon_a: Any,
@@ -230,6 +292,8 @@ class MemoryOptimizedVectorizedCalculator:
         score_dtype = np.int16 if method == "discepolo" else np.float64
         if k_eff <= 0:
             return TopK(np.empty((a.shape[0], 0), score_dtype), np.empty((a.shape[0], 0), np.int64), self.backend.name)
+        if self.backend.kernels is not None and k_eff <= MAX_FUSED_K:
+            return self._fused_top_k(self.backend.kernels, a, b, k_eff, method, names, excluded)
         plan = self._plan(a.shape[0], b.shape[0], self._score_cell_bytes(method, a.shape[1]) + TOP_K_CELL_BYTES)
         xp = self.xp
         xa, xb = self.backend.asarray(a), self.backend.asarray(b)
@@ -299,6 +363,8 @@ class MemoryOptimizedVectorizedCalculator:
             cols = n2 if operation == "synastry" else 1
             gather = 0 if operation == "synastry" else NATAL_GATHER_BYTES
             cell = kernel.layout.size * (self._hit_cell_bytes(kernel) + gather)
+            if self.backend.kernels is not None:
+                cell = self._fused_hit_cell_bytes(kernel)
             hit_fraction = self._hit_fraction(kernel)
             result = n1 * cols * kernel.layout.size * hit_fraction * HIT_RESULT_BYTES
         else:
@@ -330,9 +396,148 @@ class MemoryOptimizedVectorizedCalculator:
         }
 
     def close(self) -> None:
-        """Free pooled buffers and device memory pools."""
+        """Free pooled buffers, pinned staging and device memory pools (done when a job ends)."""
         self.pool.clear()
+        self._fused_tables.clear()
         self.backend.free_pools()
+
+    # -- recovery from device failures ---------------------------------------------------------------------------
+
+    def _recover(self, operation: str, run: Callable[[], T]) -> T:
+        retries = 0
+        while True:
+            backend = self.backend
+            try:
+                return run()
+            except Exception as exc:
+                failures = backend.oom_errors + backend.device_errors
+                if not backend.can_fall_back or not isinstance(exc, failures):
+                    raise
+                self.pool.clear()
+                with contextlib.suppress(*failures):  # a device in a bad state may fail to free, too
+                    backend.free_pools()
+                if isinstance(exc, backend.oom_errors) and retries < MAX_OOM_RETRIES and self._last_chunk_bytes > 1:
+                    retries += 1
+                    self._device_cap = self._last_chunk_bytes // 2
+                    logger.warning(
+                        "%s on %s: out of memory (%s); retrying with smaller chunks (%.3g MiB), try %d of %d",
+                        operation, backend.name, exc, self._device_cap / MIB, retries, MAX_OOM_RETRIES,
+                    )  # fmt: skip
+                    continue
+                reason = f"{backend.name} failed in {operation} ({type(exc).__name__}: {exc}); using numpy"
+                logger.warning("%s", reason)
+                self._use_cpu(reason)
+
+    def _use_cpu(self, reason: str) -> None:
+        """Carry on with NumPy for the rest of this calculator's life: a device that failed once is not trusted."""
+        self.pool.clear()
+        self._fused_tables.clear()
+        self.backend = Backend("numpy", np, fallback_reason=reason)
+        self.xp = np
+        self.pool = ArrayPool(np)
+        self.monitor.backend = self.backend
+        self._kernels.clear()
+        self._scorers.clear()
+        self._device_cap = None
+
+    # -- the fused path (GPU kernels, or their CPU emulation) ----------------------------------------------------
+
+    def _fused_hits(
+        self, operation: str, a: FloatArray, b: FloatArray, sa: FloatArray | None, sb: FloatArray | None,
+        names: tuple[str, ...],
+    ) -> AspectHits:  # fmt: skip
+        """Hits through the fused kernels: a code per cell, a nonzero scan, the hits' columns; only hits move."""
+        kernels = self.backend.kernels
+        assert kernels is not None
+        natal = operation == "natal"
+        paired = operation != "synastry"
+        kind = "upper" if natal else "all"
+        kernel = self._hit_kernel(names, kind)
+        tables = self._fused_table(("hits", names, kind), lambda: HitTables.build(self.xp, kernel))
+        cols = 1 if paired else b.shape[0]
+        plan = self._plan(a.shape[0], cols, self._fused_hit_cell_bytes(kernel))
+        xa = self.backend.asarray(a)
+        xb = xa if natal else self.backend.asarray(b)
+        xsa = xsb = None
+        if sa is not None or sb is not None:  # a side without speeds stands still
+            xsa = self.backend.asarray(np.zeros(a.shape) if sa is None else sa)
+            xsb = xsa if natal else self.backend.asarray(np.zeros(b.shape) if sb is None else sb)
+        builder = self._builder(kernel, a.shape[0] * cols, names, natal=natal)
+        with self.monitor.timer(operation):
+            for rows, col_block in self._chunks(plan):
+                b_rows = rows if paired else col_block
+                with self.monitor.timer(f"{operation}_device_compute"):
+                    packed, count = kernels.hits(
+                        tables, xa[rows], xb[b_rows], paired, rows.start, 0 if paired else col_block.start,
+                        None if xsa is None else xsa[rows], None if xsb is None else xsb[b_rows],
+                    )  # fmt: skip
+                    self.monitor.sample()
+                with self.monitor.timer(f"{operation}_transfer"):
+                    builder.append(**unpack_hits(self.backend.host_view(packed), count))  # append copies
+                del packed  # else this chunk's hits live on through the next chunk's peak
+        return self._collect(builder)
+
+    def _fused_hit_cell_bytes(self, kernel: HitKernel) -> float:
+        return kernel.layout.size * (FUSED_HIT_CELL_BYTES + self._hit_fraction(kernel) * FUSED_HIT_BYTES)
+
+    def _fused_table(self, key: tuple[str, tuple[str, ...], str], build: Callable[[], T]) -> T:
+        table = self._fused_tables.get(key)
+        if table is None:
+            table = self._fused_tables[key] = build()
+        return cast(T, table)
+
+    def _fused_score_tables(self, method: str, names: tuple[str, ...]) -> DiscepoloTables | WeightedTables:
+        if method == "discepolo":
+            return self._fused_table(
+                ("score", names, method), lambda: DiscepoloTables.build(self.xp, DiscepoloScorer(self.xp, names))
+            )
+        kernel = self._hit_kernel(names, "all")
+        return self._fused_table(
+            ("score", names, method), lambda: WeightedTables.build(self.xp, WeightedScorer(self.xp, names, kernel))
+        )
+
+    def _fused_top_k(
+        self,
+        kernels: FusedKernels,
+        a: FloatArray,
+        b: FloatArray,
+        k: int,
+        method: str,
+        names: tuple[str, ...],
+        excluded: npt.NDArray[np.int64] | None,
+    ) -> TopK:
+        """Top-k reduced on the device: scores are never stored, only (rows, k) per launch comes back."""
+        tables = self._fused_score_tables(method, names)
+        dtype = np.int16 if method == "discepolo" else np.float64
+        rows, cols = a.shape[0], b.shape[0]
+        # Planned as the xp path plans it, so a budget means the same chunks on every backend; the kernels need
+        # far less (a row's candidates, not its scores), so this bounds them from above.
+        plan = self._plan(rows, cols, self._score_cell_bytes(method, a.shape[1]) + TOP_K_CELL_BYTES)
+        if plan.cols_per_chunk == cols:  # whole rows, but not so many per launch that progress stalls
+            per_launch = max(1, min(plan.rows_per_chunk, TOP_K_LAUNCH_PAIRS // cols))
+            plan = ChunkPlan(rows, cols, per_launch, cols, plan.bytes_per_cell)
+            self._last_chunk_bytes = plan.chunk_bytes
+        xp = self.xp
+        xa, xb = self.backend.asarray(a), self.backend.asarray(b)
+        x_excluded = self.backend.asarray(np.full(rows, -1, np.int64) if excluded is None else excluded)
+        indices = np.empty((rows, k), dtype=np.int64)
+        values = np.empty((rows, k), dtype=dtype)
+        with self.monitor.timer(f"top_k_{method}"):
+            best: tuple[Any, Any] | None = None
+            for row_block, col_block in self._chunks(plan):
+                with self.monitor.timer(f"top_k_{method}_device_compute"):
+                    block = kernels.top_k(
+                        tables, xa[row_block], xb[col_block], k, x_excluded[row_block], col_block.start
+                    )
+                    # Column blocks (a budget below one row's candidates) merge on the device; a block's empty
+                    # slots hold the lowest score, so real candidates always sort before them.
+                    best = merge_top_k(xp, best, block, k)
+                if col_block.stop == cols:  # the row block is complete
+                    with self.monitor.timer(f"top_k_{method}_transfer"):
+                        self.backend.copy_into(best[0], indices[row_block])
+                        self.backend.copy_into(best[1], values[row_block])
+                    best = None
+        return TopK(scores=values, indices=indices, backend=self.backend.name)
 
     # -- internals ---------------------------------------------------------------------------------------------
 
@@ -379,17 +584,26 @@ class MemoryOptimizedVectorizedCalculator:
         return HIT_CELL_BYTES + self._hit_fraction(kernel) * HIT_BYTES
 
     def _score_cell_bytes(self, method: str, num_points: int) -> float:
+        if self.backend.kernels is not None:  # a fused kernel writes the scores and holds nothing else
+            return 2 if method == "discepolo" else 8
         if method == "discepolo":
             return DiscepoloScorer.CELL_BYTES
         return num_points * num_points * WeightedScorer.CELL_BYTES + 8  # + the (rows, cols) block
 
     def _plan(self, rows: int, cols: int, bytes_per_cell: float) -> ChunkPlan:
         budget = int(self.working_memory_mb * MIB)
+        chunk_rows = self.chunk_size
         if self.backend.is_gpu:
             free = self.backend.free_device_bytes()
             if free is not None:
                 budget = min(budget, int(free * 0.8))  # leave room for the pool's fragmentation
-        return ChunkPlan.make(rows, cols, bytes_per_cell, budget, self.chunk_size)
+        if self._device_cap is not None:  # the device ran out of memory at twice this: the cap beats chunk_size
+            # One chart pair at least: below it, only the CPU can help (and a failure there moves the work to it).
+            budget = max(min(budget, self._device_cap), int(bytes_per_cell) + 1)
+            chunk_rows = None
+        plan = ChunkPlan.make(rows, cols, bytes_per_cell, budget, chunk_rows)
+        self._last_chunk_bytes = min(plan.chunk_bytes, int(rows * cols * bytes_per_cell))
+        return plan
 
     def _chunks(self, plan: ChunkPlan) -> Iterator[tuple[slice, slice]]:
         total = plan.rows * plan.cols
@@ -428,7 +642,10 @@ class MemoryOptimizedVectorizedCalculator:
             speed_a = self.xp.zeros(xa.shape) if sa is None else self.backend.asarray(sa)
             speed_b = self.xp.zeros(xb.shape) if sb is None else self.backend.asarray(sb)
             rows_b = i if natal else j
-            moves = to_host(movement(self.xp, xa[i, p1], xb[rows_b, p2], speed_a[i, p1], speed_b[rows_b, p2], aspect))
+            xp = self.xp
+            lon1, lon2 = gather_2d(xp, xa, i, p1), gather_2d(xp, xb, rows_b, p2)
+            speed1, speed2 = gather_2d(xp, speed_a, i, p1), gather_2d(xp, speed_b, rows_b, p2)
+            moves = to_host(movement(xp, lon1, lon2, speed1, speed2, aspect))
         builder.append(
             i=to_host(i),
             j=to_host(j),
@@ -463,12 +680,24 @@ class MemoryOptimizedVectorizedCalculator:
     ) -> Iterator[Any]:
         """A pooled (rows, cols) block of scores, valid inside the ``with`` only."""
         shape = (rows.stop - rows.start, cols.stop - cols.start)
+        kernels = self.backend.kernels
+        if kernels is not None:
+            tables = self._fused_score_tables(method, names)
+            with self.pool.borrow(shape, np.int16 if method == "discepolo" else np.float64) as block:
+                with self.monitor.timer(f"scores_{method}_device_compute"):
+                    if isinstance(tables, DiscepoloTables):
+                        kernels.discepolo_scores(tables, xa[rows], xb[cols], block)
+                    else:
+                        kernels.weighted_scores(tables, xa[rows], xb[cols], block)
+                self.monitor.sample()
+                yield block
+            return
         if method == "discepolo":
             scorer = self._scorers.get((names, method))
             if scorer is None:
                 scorer = self._scorers[(names, method)] = DiscepoloScorer(self.xp, names)
             with self.pool.borrow(shape, np.int16) as block:
-                scorer.score_into(self.pool, xa[rows], xb[cols], block)
+                scorer.score_into(self.pool, xa[rows, :], xb[cols, :], block)
                 self.monitor.sample()
                 yield block
             return
@@ -478,9 +707,9 @@ class MemoryOptimizedVectorizedCalculator:
             scorer = self._scorers[(names, method)] = WeightedScorer(self.xp, names, kernel)
         p = len(names)
         with self.pool.borrow((*shape, p, p), np.float64) as diff, self.pool.borrow(shape, np.float64) as block:
-            self.xp.subtract(xa[rows, None, :, None], xb[None, cols, None, :], out=diff)
-            self.xp.abs(diff, out=diff)
-            scorer.score_into(self.pool, diff.reshape(shape[0], shape[1], -1), block)
+            apply_into(self.xp, self.xp.subtract, xa[rows, None, :, None], xb[None, cols, None, :], out=diff)
+            apply_into(self.xp, self.xp.abs, diff, out=diff)
+            scorer.score_into(self.pool, reshape(self.xp, diff, (shape[0], shape[1], -1)), block)
             self.monitor.sample()
             yield block
 

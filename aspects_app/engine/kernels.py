@@ -14,6 +14,8 @@ from .aspects import ASPECT_NAMES
 from .classify import AMBIGUOUS, ANGLES, BUCKETS_PER_DEGREE, NO_ASPECT, AspectClassifier, match_aspects, separation
 from .hits import APPLYING, CODE_DTYPE, SEPARATING, STATIC
 from .pool import ArrayPool
+from .xp_ops import apply_into, astype, div_mod, flatnonzero, put, reshape, scaled_index_into, take_into
+from .xp_ops import dtype as xp_dtype
 
 # kerykeion's movement rule: look 0.001 day ahead; below these thresholds the aspect is static.
 LOOKAHEAD_DAYS = 0.001
@@ -72,18 +74,19 @@ class HitKernel:
         """Table codes (maybe AMBIGUOUS) for ``a = |Δλ|`` of shape (..., pairs), written into ``codes``."""
         xp = self.xp
         # Casting the product straight into the integer buffer truncates, which is floor for a >= 0.
-        xp.multiply(a, BUCKETS_PER_DEGREE, out=index, casting="unsafe")
+        scaled_index_into(xp, a, BUCKETS_PER_DEGREE, index)
         if self.pair_offset is not None:
-            xp.add(index, self.pair_offset, out=index)
+            apply_into(xp, xp.add, index, self.pair_offset, out=index)
         take_into(xp, self.table, index, codes)
 
     def resolve(self, a: Any, codes: Any, pair: Any) -> Any:
         """Exact codes for 1-D aligned ``a``/``codes``/``pair`` whose table entries were ambiguous."""
         sep = separation(self.xp, a)
         if self.pair_offset is None:  # one profile: its bounds broadcast, no per-value gather
-            return match_aspects(self.xp, sep, self.lo[0], self.hi[0])
+            return match_aspects(self.xp, sep, self.lo[0, :], self.hi[0, :])
         profile = self.pair_profile[pair]
-        return match_aspects(self.xp, sep, self.lo[profile], self.hi[profile])
+        lo, hi = self.xp.take(self.lo, profile, axis=0), self.xp.take(self.hi, profile, axis=0)
+        return match_aspects(self.xp, sep, lo, hi)
 
     def extract(self, pool: ArrayPool, a: Any, row_offset: int, col_offset: int) -> dict[str, Any]:
         """Hit columns from ``a = |Δλ|`` of shape (rows, cols, pairs); indices offset to the whole problem.
@@ -97,48 +100,42 @@ class HitKernel:
         with pool.borrow(a.shape, np.intp) as index, pool.borrow(a.shape, np.int8) as codes:
             self.codes_into(a, index, codes)
             with pool.borrow(a.shape, np.bool_) as mask:
-                xp.not_equal(codes, NO_ASPECT, out=mask)
-                flat = xp.flatnonzero(mask)
-            hit_a = a.reshape(-1)[flat]
-            hit_code = codes.reshape(-1)[flat]
+                apply_into(xp, xp.not_equal, codes, NO_ASPECT, out=mask)
+                flat = flatnonzero(xp, mask)
+            hit_a = reshape(xp, a, (-1,))[flat]
+            hit_code = reshape(xp, codes, (-1,))[flat]
         if self.has_ambiguous:
             ambiguous = xp.nonzero(hit_code == AMBIGUOUS)[0]
             if int(ambiguous.shape[0]):
-                hit_code[ambiguous] = self.resolve(hit_a[ambiguous], hit_code[ambiguous], flat[ambiguous] % pairs)
+                resolved = self.resolve(hit_a[ambiguous], hit_code[ambiguous], flat[ambiguous] % pairs)
+                put(xp, hit_code, ambiguous, resolved)
                 keep = xp.nonzero(hit_code != NO_ASPECT)[0]
                 if int(keep.shape[0]) != int(hit_code.shape[0]):
                     flat, hit_a, hit_code = flat[keep], hit_a[keep], hit_code[keep]
-        chart_pair, pair = xp.divmod(flat, pairs)
+        chart_pair, pair = div_mod(xp, flat, pairs)
         del flat
         orb = separation(xp, hit_a)
         del hit_a
         orb -= self.angles[hit_code]
-        xp.abs(orb, out=orb)
-        i, j = xp.divmod(chart_pair, cols)
+        apply_into(xp, xp.abs, orb, out=orb)
+        i, j = div_mod(xp, chart_pair, cols)
         del chart_pair
         i += row_offset
         j += col_offset
         return {"i": i, "j": j, "pair": pair, "aspect": hit_code, "orb": orb}
 
 
-def take_into(xp: Any, table: Any, index: Any, out: Any) -> None:
-    """``out[...] = table[index]`` without NumPy's buffered bounds check (indices are in range by construction)."""
-    if xp is np:
-        np.take(table, index, out=out, mode="clip")
-    else:
-        xp.take(table, index, out=out)
-
-
 def movement(xp: Any, lon1: Any, lon2: Any, speed1: Any, speed2: Any, aspect: Any) -> Any:
     """kerykeion's applying/separating rule for aligned 1-D arrays; ``aspect`` holds aspect codes."""
-    angle = xp.asarray(ANGLES)[aspect.astype(np.intp)]
+    angle = xp.asarray(ANGLES)[astype(xp, aspect, np.intp)]
     now = xp.abs(separation(xp, xp.abs(lon1 - lon2)) - angle)
-    ahead1 = xp.mod(lon1 + speed1 * LOOKAHEAD_DAYS, 360.0)
-    ahead2 = xp.mod(lon2 + speed2 * LOOKAHEAD_DAYS, 360.0)
+    ahead1 = xp.remainder(lon1 + speed1 * LOOKAHEAD_DAYS, 360.0)
+    ahead2 = xp.remainder(lon2 + speed2 * LOOKAHEAD_DAYS, 360.0)
     later = xp.abs(separation(xp, xp.abs(ahead1 - ahead2)) - angle)
-    result = xp.where(later < now, APPLYING, SEPARATING).astype(CODE_DTYPE)
+    code = xp_dtype(xp, CODE_DTYPE)
+    result = xp.where(later < now, xp.asarray(APPLYING, dtype=code), xp.asarray(SEPARATING, dtype=code))
     static = (xp.abs(speed1 - speed2) < STATIC_RELATIVE_SPEED) | (xp.abs(later - now) < STATIC_CHANGE)
-    return xp.where(static, xp.asarray(STATIC, dtype=CODE_DTYPE), result)
+    return xp.where(static, xp.asarray(STATIC, dtype=code), result)
 
 
 ASPECT_INDEX = {name: k for k, name in enumerate(ASPECT_NAMES)}

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from . import xp_ops
+
 
 class ArrayPool:
     """Free buffers keyed by dtype; ``max_free_bytes`` bounds what is kept while unused."""
@@ -42,7 +44,7 @@ class ArrayPool:
         size = prod(int(n) for n in shape)
         flat = self._take(dtype, size)
         try:
-            yield flat[:size].reshape(shape)
+            yield xp_ops.reshape(self.xp, flat[:size], shape)
         finally:
             self._give_back(dtype, flat)
 
@@ -60,7 +62,7 @@ class ArrayPool:
             else:
                 buffer = None
         if buffer is None:
-            buffer = self.xp.empty(max(size, 1), dtype=dtype)
+            buffer = self.xp.empty(max(size, 1), dtype=xp_ops.dtype(self.xp, dtype))
             with self._lock:
                 self.allocations += 1
         with self._lock:
@@ -74,11 +76,12 @@ class ArrayPool:
             free.append(buffer)
             # Over the bound, drop the smallest buffers first: the large ones are the expensive ones to remake.
             while self._free_bytes_locked() > self.max_free_bytes and free:
-                # By position: list.remove would compare arrays elementwise.
-                del free[min(range(len(free)), key=lambda n: free[n].nbytes)]
+                # By position: list.remove would compare arrays elementwise. One dtype per list, so size orders bytes.
+                del free[min(range(len(free)), key=lambda n: free[n].size)]
 
     def _free_bytes_locked(self) -> int:
-        return sum(int(b.nbytes) for buffers in self._free.values() for b in buffers)
+        # size times itemsize: standard arrays have no nbytes.
+        return sum(int(b.size) * np.dtype(key).itemsize for key, buffers in self._free.items() for b in buffers)
 
     @property
     def free_bytes(self) -> int:

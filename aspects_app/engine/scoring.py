@@ -42,7 +42,7 @@ from .classify import (
     match_aspects,
     separation,
 )
-from .kernels import take_into
+from .xp_ops import apply_into, astype, bool_as_int8, flatnonzero, mask_into, put, reshape, scaled_index_into, take_into
 
 SCORE_METHODS: tuple[str, ...] = ("discepolo", "weighted")
 
@@ -156,14 +156,14 @@ class DiscepoloScorer:
     @staticmethod
     def exact(xp: Any, sep: Any, table: int, lo: Any, hi: Any, precise: Any, standard: Any, angles: Any) -> Any:
         code = match_aspects(xp, sep, lo, hi)
-        slot = code.astype(np.intp) + 1
-        orb = xp.abs(sep - angles[xp.maximum(code, 0).astype(np.intp)])
-        return xp.where(orb <= HIGH_PRECISION_ORB, precise[table][slot], standard[table][slot])
+        slot = astype(xp, code, np.intp) + 1
+        orb = xp.abs(sep - angles[astype(xp, xp.maximum(code, 0), np.intp)])
+        return xp.where(orb <= HIGH_PRECISION_ORB, precise[table, :][slot], standard[table, :][slot])
 
     @staticmethod
     def sun_quality(xp: Any, sun: Any) -> Any:
         """0 cardinal, 1 fixed, 2 mutable: the sign's index modulo 3."""
-        return (xp.floor(sun / 30.0).astype(np.int8)) % 3
+        return astype(xp, xp.floor(sun / 30.0), np.int8) % 3
 
     # Temporaries per chart pair: |Δλ| float64, bucket intp, points int8, running score int16, and a bool mask
     # (the ambiguity test, then the destiny test).
@@ -180,24 +180,24 @@ class DiscepoloScorer:
             pool.borrow(shape, np.int8) as points,
         ):
             for term in self.terms:
-                xp.subtract(lon_a[:, term.column_a, None], lon_b[None, :, term.column_b], out=a)
-                xp.abs(a, out=a)
-                xp.multiply(a, BUCKETS_PER_DEGREE, out=index, casting="unsafe")
+                apply_into(xp, xp.subtract, lon_a[:, term.column_a, None], lon_b[None, :, term.column_b], out=a)
+                apply_into(xp, xp.abs, a, out=a)
+                scaled_index_into(xp, a, BUCKETS_PER_DEGREE, index)
                 take_into(xp, self.tables[term.table], index, points)
-                ambiguous = xp.nonzero(points.reshape(-1) == AMBIGUOUS)[0]
+                ambiguous = flatnonzero(xp, points == AMBIGUOUS)
                 if int(ambiguous.shape[0]):
-                    sep = separation(xp, a.reshape(-1)[ambiguous])
+                    sep = separation(xp, reshape(xp, a, (-1,))[ambiguous])
                     exact = self.exact(
                         xp, sep, term.table, self.xp_lo, self.xp_hi, self.xp_precise, self.xp_standard, self.xp_angles
                     )
-                    points.reshape(-1)[ambiguous] = exact.astype(np.int8)
-                xp.add(out, points, out=out)
+                    put(xp, reshape(xp, points, (-1,)), ambiguous, astype(xp, exact, np.int8))
+                apply_into(xp, xp.add, out, points, out=out)
             quality_a = self.sun_quality(xp, lon_a[:, self.sun])
             quality_b = self.sun_quality(xp, lon_b[:, self.sun])
             # bool viewed as int8 (same itemsize, 0/1) scaled into the points buffer: no int temporaries.
-            same = (quality_a[:, None] == quality_b[None, :]).view(np.int8)
-            xp.multiply(same, DESTINY_SIGN_POINTS, out=points)
-            xp.add(out, points, out=out)
+            same = bool_as_int8(xp, quality_a[:, None] == quality_b[None, :])
+            apply_into(xp, xp.multiply, same, DESTINY_SIGN_POINTS, out=points)
+            apply_into(xp, xp.add, out, points, out=out)
 
 
 class WeightedScorer:
@@ -239,28 +239,30 @@ class WeightedScorer:
         ):
             kernel.codes_into(a, code, codes)
             if kernel.has_ambiguous:
-                flat_codes = codes.reshape(-1)
+                flat_codes = reshape(xp, codes, (-1,))
                 ambiguous = xp.nonzero(flat_codes == AMBIGUOUS)[0]
                 if int(ambiguous.shape[0]):
                     pair = ambiguous % a.shape[-1]
-                    flat_codes[ambiguous] = kernel.resolve(a.reshape(-1)[ambiguous], flat_codes[ambiguous], pair)
-            xp.not_equal(codes, NO_ASPECT, out=hit)
-            xp.maximum(codes, 0, out=code)  # NO_ASPECT reads code 0; masked out at the end
+                    resolved = kernel.resolve(reshape(xp, a, (-1,))[ambiguous], flat_codes[ambiguous], pair)
+                    put(xp, flat_codes, ambiguous, resolved)
+            apply_into(xp, xp.not_equal, codes, NO_ASPECT, out=hit)
+            apply_into(xp, xp.maximum, codes, 0, out=code)  # NO_ASPECT reads code 0; masked out at the end
             # a becomes the orb: |min(a, 360 - a) - angle|.
-            xp.subtract(360.0, a, out=work)
-            xp.minimum(a, work, out=a)
+            apply_into(xp, xp.subtract, 360.0, a, out=work)
+            apply_into(xp, xp.minimum, a, work, out=a)
             take_into(xp, kernel.angles, code, work)
-            xp.subtract(a, work, out=a)
-            xp.abs(a, out=a)
+            apply_into(xp, xp.subtract, a, work, out=a)
+            apply_into(xp, xp.abs, a, out=a)
             if self.profile_offset is not None:
-                xp.add(code, self.profile_offset, out=code)
+                apply_into(xp, xp.add, code, self.profile_offset, out=code)
             # (h - slope · orb) · w(p1) · w(p2), zero where no aspect.
             take_into(xp, self.slope, code, work)
-            xp.multiply(a, work, out=a)
+            apply_into(xp, xp.multiply, a, work, out=a)
             take_into(xp, self.harmony, code, work)
-            xp.subtract(work, a, out=work)
-            xp.multiply(work, self.pair_weight, out=work)
-            xp.multiply(work, hit, out=work)
-            xp.sum(work, axis=-1, out=out)
+            apply_into(xp, xp.subtract, work, a, out=work)
+            apply_into(xp, xp.multiply, work, self.pair_weight, out=work)
+            mask_into(xp, work, hit, out=work)
+            apply_into(xp, xp.sum, work, axis=-1, out=out)
             out *= self.scale
-            xp.clip(out, -100.0, 100.0, out=out)  # summation rounding can overshoot the bound by an ulp
+            # Summation rounding can overshoot the bound by an ulp.
+            apply_into(xp, xp.clip, out, -100.0, 100.0, out=out)

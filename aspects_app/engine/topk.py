@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .xp_ops import argsort_descending, concat, contiguous, count_true, cumulative_count, kth_smallest, reshape
+
 
 @dataclass(frozen=True)
 class TopK:
@@ -36,20 +38,20 @@ def select_top_k(xp: Any, scores: Any, k: int) -> tuple[Any, Any]:
     rows, cols = scores.shape
     if k >= cols:
         index = xp.broadcast_to(xp.arange(cols), (rows, cols))
-        return _sort_rows(xp, scores, xp.ascontiguousarray(index))
+        return _sort_rows(xp, scores, contiguous(xp, index))
     # The k-th best value per row; everything strictly better is in, ties at it are filled by lowest index.
-    kth = xp.partition(scores, cols - k, axis=1)[:, cols - k : cols - k + 1]
+    kth = kth_smallest(xp, scores, cols - k)
     better = scores > kth
-    missing = k - better.sum(axis=1, keepdims=True)
+    missing = k - count_true(xp, better, axis=1)
     tied = scores == kth
-    chosen = better | (tied & (xp.cumsum(tied, axis=1) <= missing))
-    index = xp.nonzero(chosen)[1].reshape(rows, k)  # row-major, so ascending column within each row
+    chosen = better | (tied & (cumulative_count(xp, tied, axis=1) <= missing))
+    index = reshape(xp, xp.nonzero(chosen)[1], (rows, k))  # row-major, so ascending column within each row
     return _sort_rows(xp, xp.take_along_axis(scores, index, axis=1), index)
 
 
 def _sort_rows(xp: Any, values: Any, index: Any) -> tuple[Any, Any]:
     """Order each row by value descending; a stable sort keeps ascending index among equal values."""
-    order = xp.argsort(-values, axis=1, kind="stable")
+    order = argsort_descending(xp, values, axis=1)
     return xp.take_along_axis(index, order, axis=1), xp.take_along_axis(values, order, axis=1)
 
 
@@ -57,7 +59,8 @@ def merge_top_k(xp: Any, best: tuple[Any, Any] | None, block: tuple[Any, Any], k
     """Merge a later column block's top-k into the running one; every earlier index is lower than every later."""
     if best is None:
         return block
-    index = xp.concatenate([best[0], block[0]], axis=1)
-    values = xp.concatenate([best[1], block[1]], axis=1)
+    index = concat(xp, [best[0], block[0]], axis=1)
+    values = concat(xp, [best[1], block[1]], axis=1)
     index, values = _sort_rows(xp, values, index)
-    return index[:, :k], values[:, :k]
+    keep = min(k, int(index.shape[1]))  # the standard leaves slices past the end unspecified
+    return index[:, :keep], values[:, :keep]
