@@ -29,6 +29,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import metrics, services
+from .conf import get_config
 from .engine import ENGINE_VERSION, AspectConfig, AspectHits, MemoryOptimizedVectorizedCalculator, TopK
 from .engine.aspects import ASPECT_NAMES
 from .engine.hits import MOVEMENTS
@@ -240,6 +241,8 @@ class BatchJob:
             backend=self.spec.backend,
             working_memory_mb=self.spec.working_memory_mb,
             chunk_size=self.spec.chunk_size,
+            # A property of the machine that runs the job, so read here, not stored in the spec.
+            device_memory_limit_mb=get_config()["DEVICE_MEMORY_LIMIT_MB"],
         )
 
     # -- the run -----------------------------------------------------------------------------------------------
@@ -253,6 +256,7 @@ class BatchJob:
         run = self.run
         run.status = BatchRun.Status.RUNNING
         run.backend = self.calculator.backend.name
+        run.backend_note = self.calculator.backend.fallback_reason or ""
         run.progress_total = sum(totals)
         run.started_at = run.started_at or timezone.now()
         run.error = ""
@@ -313,9 +317,12 @@ class BatchJob:
             metrics.GPU_POOL_MB.set(memory["gpu_pool_used_mb"])
         run = self.run
         run.status = status
+        # The backend that finished the work: a device that failed part-way hands over to the CPU.
+        summary.backend = run.backend = self.calculator.backend.name
+        run.backend_note = self.calculator.backend.fallback_reason or ""
         run.peak_memory_mb = max(run.peak_memory_mb or 0.0, summary.peak_memory_mb)
         run.finished_at = timezone.now()
-        run.save(update_fields=["status", "peak_memory_mb", "finished_at", "error"])
+        run.save(update_fields=["status", "backend", "backend_note", "peak_memory_mb", "finished_at", "error"])
         self.calculator.close()
 
     def _save_state(self) -> None:

@@ -41,6 +41,16 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 id="aspects_app.E002",
             )
         )
+    limit = config["DEVICE_MEMORY_LIMIT_MB"]
+    bad_limit = isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < math.inf
+    if limit is not None and bad_limit:
+        errors.append(
+            checks.Error(
+                f"ASPECTS['DEVICE_MEMORY_LIMIT_MB'] is {limit!r}.",
+                hint="Use a positive number of MiB, or None for no cap.",
+                id="aspects_app.E005",
+            )
+        )
     return errors
 
 

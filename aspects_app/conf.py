@@ -13,6 +13,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKEND": "auto",
     # Working-memory budget per chunk in MiB; decides how many rows a chunk holds (sklearn-style chunking).
     "WORKING_MEMORY_MB": 256,
+    # Cap on the GPU memory pool in MiB (CuPy's MemoryPool.set_limit, per process); None: no cap beyond the device.
+    "DEVICE_MEMORY_LIMIT_MB": None,
     # Orbs in degrees per aspect name, e.g. {"trine": 8}; None uses the engine's defaults.
     "ORBS": None,
     # Upper bound on charts in one API request, so one call cannot exhaust the server.

@@ -111,6 +111,7 @@ def run_block(run_id: int, mode: str, start_row: int, stop_row: int) -> str:
                 hits=F("hits") + hits,
                 rows_written=F("rows_written") + written,
                 backend=job.calculator.backend.name,
+                backend_note=job.calculator.backend.fallback_reason or "",
             )
     except IntegrityError:
         return "duplicate"  # another delivery of this block committed first; this one rolled back whole
@@ -155,6 +156,7 @@ def describe(run: BatchRun) -> dict[str, Any]:
         "hits": run.hits,
         "rows_written": run.rows_written,
         "backend": run.backend,
+        "backend_note": run.backend_note,
         "error": run.error,
         "created_at": run.created_at,
         "started_at": run.started_at,

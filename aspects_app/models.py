@@ -143,6 +143,9 @@ class BatchRun(models.Model):
     hits = models.BigIntegerField(default=0)
     rows_written = models.BigIntegerField(default=0)
     backend = models.CharField(max_length=16, blank=True)
+    # Why the backend that did the work is not the one asked for: "auto" found no GPU, or the device failed
+    # (out of memory after retries, a driver error) and the work moved to the CPU.
+    backend_note = models.TextField(blank=True)
     peak_memory_mb = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -63,14 +63,24 @@ def aspect_config(orbs: str | Mapping[str, float] | None = None, aspects: Sequen
 
 
 @lru_cache(maxsize=32)
-def _calculator(config: AspectConfig, backend: str, working_memory_mb: float) -> MemoryOptimizedVectorizedCalculator:
+def _calculator(
+    config: AspectConfig, backend: str, working_memory_mb: float, device_memory_limit_mb: float | None
+) -> MemoryOptimizedVectorizedCalculator:
     # Calculators keep their buffer pool and kernel tables warm between requests with the same configuration.
-    return MemoryOptimizedVectorizedCalculator(config=config, backend=backend, working_memory_mb=working_memory_mb)
+    return MemoryOptimizedVectorizedCalculator(
+        config=config,
+        backend=backend,
+        working_memory_mb=working_memory_mb,
+        device_memory_limit_mb=device_memory_limit_mb,
+    )
 
 
 def calculator(config: AspectConfig) -> MemoryOptimizedVectorizedCalculator:
     settings = get_config()
-    return _calculator(config, settings["BACKEND"], float(settings["WORKING_MEMORY_MB"]))
+    limit = settings["DEVICE_MEMORY_LIMIT_MB"]
+    return _calculator(
+        config, settings["BACKEND"], float(settings["WORKING_MEMORY_MB"]), None if limit is None else float(limit)
+    )
 
 
 def describe_configuration() -> dict[str, Any]:

@@ -51,6 +51,9 @@ def test_unknown_key_is_improperly_configured() -> None:
         ({"WORKING_MEMORY_MB": True}, ["aspects_app.E002"]),
         ({"WORKING_MEMORY_MB": float("nan")}, ["aspects_app.E002"]),
         ({"BACKEND": "gpu", "WORKING_MEMORY_MB": None}, ["aspects_app.E001", "aspects_app.E002"]),
+        ({"DEVICE_MEMORY_LIMIT_MB": 0}, ["aspects_app.E005"]),
+        ({"DEVICE_MEMORY_LIMIT_MB": "8 GiB"}, ["aspects_app.E005"]),
+        ({"DEVICE_MEMORY_LIMIT_MB": float("inf")}, ["aspects_app.E005"]),
         ({"BACKEND_": "numpy"}, ["aspects_app.E000"]),
     ],
 )

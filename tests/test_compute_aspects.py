@@ -1001,3 +1001,43 @@ def test_orbs_and_aspects_options_change_the_configuration(make_charts: MakeChar
     run_command("--mode", "natal", "--orbs", "all", *QUIET)  # another configuration: rows of its own
     assert AspectResult.objects.count() == 30
     assert AspectConfig.preset("all").config_hash() in set(AspectResult.objects.values_list("config_hash", flat=True))
+
+
+# -- backends ------------------------------------------------------------------------------------------------------
+
+
+def test_a_device_that_fails_hands_over_to_the_cpu_and_the_run_records_it(
+    make_charts: MakeCharts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--backend cupy on a device whose kernels fail at launch: same rows as the CPU, backend and reason recorded."""
+    from aspects_app.engine import Backend, calculator
+    from aspects_app.engine.fused import FusedKernels
+
+    class DriverError(RuntimeError):
+        pass
+
+    class FailingLauncher:
+        xp = np
+        name = "failing"
+
+        def __call__(self, kernel: str, size: int, args: Any, top_k: int = 1) -> None:
+            raise DriverError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+
+    real_get_backend = calculator.get_backend
+
+    def device(name: str = "auto") -> Backend:
+        if name != "cupy":
+            return real_get_backend(name)
+        return Backend("failing-gpu", np, kernels=FusedKernels(FailingLauncher()), device_errors=(DriverError,))
+
+    monkeypatch.setattr(calculator, "get_backend", device)
+    ids = pks(make_charts(20))
+    out, _ = run_command("--mode", "top-k", "-k", "3", "--backend", "cupy", "--no-progress", *SMALL_BLOCKS)
+
+    run = last_run()
+    assert run.status == BatchRun.Status.DONE
+    assert run.backend == "numpy"
+    assert "DriverError" in run.backend_note and "cudaErrorIllegalAddress" in run.backend_note
+    assert f"backend note: {run.backend_note}" in out
+    lon, _, points = arrays(ids)
+    assert match_snapshot() == expected_top_k(ids, engine().top_k(lon, lon, k=3, points=points, exclude_self=True))

@@ -414,6 +414,7 @@ class JobSerializer(serializers.Serializer):
     hits = serializers.IntegerField()
     rows_written = serializers.IntegerField()
     backend = serializers.CharField()
+    backend_note = serializers.CharField(help_text="Why the backend used is not the one asked for, if it is not.")
     error = serializers.CharField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)

@@ -338,6 +338,8 @@ class Command(BaseCommand):
                 f"output: {summary.output}"
             )
         )
+        if run.backend_note:
+            self.stdout.write(f"backend note: {run.backend_note}")
         if self.verbosity > 1:
             for mode, seconds in summary.per_mode_seconds.items():
                 self.stdout.write(f"  {mode}: {seconds:.2f} s")
