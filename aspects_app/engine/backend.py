@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,9 @@ class Backend:
     # Errors after which the calculator retries with smaller chunks (out of memory), or moves to the CPU.
     oom_errors: tuple[type[BaseException], ...] = ()
     device_errors: tuple[type[BaseException], ...] = ()
-    _pinned: Any = field(default=None, repr=False)
+    # Pinned staging buffers per thread: calculators serve concurrent requests, and a transfer's view must not be
+    # overwritten by another thread's before it is copied out.
+    _pinned: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_gpu(self) -> bool:
@@ -75,13 +78,17 @@ class Backend:
             out[...] = np.asarray(array)
 
     def _through_pinned(self, array: Any) -> np.ndarray[Any, Any]:
-        """The device array copied into a reused page-locked buffer (valid until the next transfer): the DMA engine
-        reads pinned memory directly, where pageable memory costs an extra staging copy inside the driver."""
+        """The device array copied into a reused page-locked buffer (valid until this thread's next transfer): the
+        DMA engine reads pinned memory directly, where pageable memory costs an extra staging copy in the driver."""
+        array = self.xp.ascontiguousarray(array)  # a column slice of merged top-k lists, say: one copy on the device
         nbytes = int(array.nbytes)
-        if self._pinned is None or self._pinned.nbytes < nbytes:
+        thread = threading.get_ident()
+        staging = self._pinned.get(thread)
+        if staging is None or staging.nbytes < nbytes:
             # Only on a GPU backend, where CuPy (and so cupyx) is importable.
-            self._pinned = importlib.import_module("cupyx").empty_pinned(max(nbytes, 1 << 20), dtype=np.uint8)
-        view = self._pinned[:nbytes].view(array.dtype).reshape(array.shape)
+            staging = importlib.import_module("cupyx").empty_pinned(max(nbytes, 1 << 20), dtype=np.uint8)
+            self._pinned[thread] = staging
+        view = staging[:nbytes].view(array.dtype).reshape(array.shape)
         array.get(out=view)
         return view  # type: ignore[no-any-return]
 
@@ -125,7 +132,7 @@ class Backend:
 
     def free_pools(self) -> None:
         if self.is_gpu:
-            self._pinned = None  # its pages go back to the pinned pool, then to the system
+            self._pinned.clear()  # their pages go back to the pinned pool, then to the system
             self.xp.get_default_memory_pool().free_all_blocks()
             self.xp.get_default_pinned_memory_pool().free_all_blocks()
 
@@ -141,12 +148,18 @@ def _cupy_backend() -> Backend:
         raise BackendUnavailable(f"CUDA device query failed ({exc})") from exc
     if count < 1:
         raise BackendUnavailable("no CUDA device is present")
-    from .fused import CudaLauncher, FusedKernels
+    from .fused import CudaLauncher, FusedKernels  # only device backends need the kernels
 
+    launcher = CudaLauncher(cupy)
+    try:
+        launcher.compile(top_k=1)  # NVRTC missing or failing is found here, so that "auto" can take NumPy instead
+    except Exception as exc:  # CompileException, NVRTCError, a CUDA library not found: all mean "not here"
+        problem = f"{exc.__class__.__name__}: {exc}"
+        raise BackendUnavailable(f"the fused CUDA kernels do not compile here ({problem})") from exc
     return Backend(
         "cupy",
         cupy,
-        kernels=FusedKernels(CudaLauncher(cupy)),
+        kernels=FusedKernels(launcher),
         oom_errors=_cupy_errors(cupy, ("cuda.memory.OutOfMemoryError",)),
         device_errors=_cupy_errors(
             cupy,
@@ -163,7 +176,7 @@ def _cupy_backend() -> Backend:
 def _emulated_backend() -> Backend:
     """NumPy arrays, with the GPU's fused kernels compiled for the CPU and run serially: the GPU code path, checkable
     without a GPU (tests, ``benchmarks/gpu.py --emulate``). Slow by design."""
-    from .fused import FusedKernels, HostLauncher, host_compiler_available
+    from .fused import FusedKernels, HostLauncher, host_compiler_available  # only device backends need the kernels
 
     problem = host_compiler_available()
     if problem is not None:

@@ -132,7 +132,8 @@ class CudaLauncher:
         self._modules: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def _module(self, top_k: int) -> Any:
+    def compile(self, top_k: int) -> Any:
+        """The module whose top-k lists hold ``top_k``, compiled on first use (then cached, also on disk)."""
         with self._lock:
             module = self._modules.get(top_k)
             if module is None:
@@ -145,7 +146,7 @@ class CudaLauncher:
         if size <= 0:
             return
         _check_contiguous(kernel, args)
-        function = self._module(top_k).get_function(kernel)
+        function = self.compile(top_k).get_function(kernel)
         blocks = min(-(-size // self.THREADS), self.MAX_BLOCKS)
         function((blocks,), (self.THREADS,), tuple(args))
 
