@@ -246,10 +246,14 @@ def test_a_small_pool_limit_shrinks_chunks_and_is_freed_at_the_end() -> None:
     rng = np.random.default_rng(5)
     a, b = rng.uniform(0, 360, (2000, 10)), rng.uniform(0, 360, (2000, 10))
     calc = MemoryOptimizedVectorizedCalculator(backend="cupy", working_memory_mb=4096, device_memory_limit_mb=64)
-    hits = calc.synastry(a, b)
-    want = MemoryOptimizedVectorizedCalculator(backend="numpy").synastry(a, b)
-    assert_same_hits(hits, want)
-    assert hits.backend == "cupy"
-    assert calc.estimate_memory_usage(2000, 2000)["chunked_mb"] <= 64
-    calc.close()
-    assert calc.monitor.get_memory_stats()["gpu_pool_total_mb"] == 0
+    try:
+        hits = calc.synastry(a, b)
+        want = MemoryOptimizedVectorizedCalculator(backend="numpy").synastry(a, b)
+        assert_same_hits(hits, want)
+        assert hits.backend == "cupy"
+        assert calc.monitor.get_memory_stats()["gpu_pool_limit_mb"] == 64
+        assert calc.estimate_memory_usage(2000, 2000)["chunked_mb"] <= 64
+        calc.close()
+        assert calc.monitor.get_memory_stats()["gpu_pool_total_mb"] == 0
+    finally:
+        calc.backend.set_memory_limit(None)  # the pool's limit is the process's, not this calculator's
