@@ -271,8 +271,30 @@ DEVICE void store_candidates(const T* values, const i64* columns, T* out_values,
     }
 }
 
-// Task t is (row t % rows, segment t / rows): neighbouring threads take neighbouring rows of the same segment, so
-// a warp reads the same columns of b at once. `excluded[r]` is a column left out of row r's candidates (-1: none).
+// One task's list: the TOPK_K best columns of row r within segment s, scored by score(row of a, row of b). Task t
+// is (row t % rows, segment t / rows): neighbouring threads take neighbouring rows of the same segment, so a warp
+// reads the same columns of b at once. `excluded[r]` is a column left out of row r's candidates (-1: none).
+template <typename T, typename Score>
+DEVICE void segment_top_k(
+    i64 t, const double* a, const double* b, i64 rows, i64 cols, i64 num_points, i64 segments, i64 segment_length,
+    const i64* excluded, i64 col_offset, T lowest, const Score& score, T* out_values, i64* out_columns)
+{
+    i64 r = t % rows;
+    i64 s = t / rows;
+    T values[TOPK_K];
+    i64 columns[TOPK_K];
+    clear_candidates(values, columns, lowest);
+    i64 start = s * segment_length;
+    i64 stop = start + segment_length < cols ? start + segment_length : cols;
+    const double* x = a + r * num_points;
+    for (i64 c = start; c < stop; ++c) {
+        i64 column = c + col_offset;
+        if (column == excluded[r]) continue;
+        insert_candidate(values, columns, score(x, b + c * num_points), column);
+    }
+    store_candidates(values, columns, out_values, out_columns, (r * segments + s) * TOPK_K);
+}
+
 EXTERN_C GLOBAL void topk_discepolo(
     const double* a, const double* b, i64 rows, i64 cols, i64 num_points, i64 segments, i64 segment_length,
     const i64* excluded, i64 col_offset,
@@ -280,23 +302,13 @@ EXTERN_C GLOBAL void topk_discepolo(
     const double* lo, const double* hi, const double* angles, const signed char* precise,
     const signed char* standard, int sun, short lowest, short* out_values, i64* out_columns)
 {
+    auto score = [&](const double* x, const double* y) -> short {
+        return (short)discepolo_pair(x, y, num_terms, term_a, term_b, term_table, lo, hi, angles, precise, standard,
+                                     sun);
+    };
     FOR_EACH(t, rows * segments) {
-        i64 r = t % rows;
-        i64 s = t / rows;
-        short values[TOPK_K];
-        i64 columns[TOPK_K];
-        clear_candidates(values, columns, lowest);
-        i64 start = s * segment_length;
-        i64 stop = start + segment_length < cols ? start + segment_length : cols;
-        const double* x = a + r * num_points;
-        for (i64 c = start; c < stop; ++c) {
-            i64 column = c + col_offset;
-            if (column == excluded[r]) continue;
-            short score = (short)discepolo_pair(x, b + c * num_points, num_terms, term_a, term_b, term_table, lo,
-                                                hi, angles, precise, standard, sun);
-            insert_candidate(values, columns, score, column);
-        }
-        store_candidates(values, columns, out_values, out_columns, (r * segments + s) * TOPK_K);
+        segment_top_k(t, a, b, rows, cols, num_points, segments, segment_length, excluded, col_offset, lowest, score,
+                      out_values, out_columns);
     }
 }
 
@@ -307,23 +319,13 @@ EXTERN_C GLOBAL void topk_weighted(
     const double* angles, const double* slope, const double* harmony, const double* pair_weight, double scale,
     double lowest, double* out_values, i64* out_columns)
 {
+    auto score = [&](const double* x, const double* y) -> double {
+        return weighted_final(weighted_pair(x, y, num_points, pairs, p1, p2, pair_profile, lo, hi, angles, slope,
+                                            harmony, pair_weight), scale);
+    };
     FOR_EACH(t, rows * segments) {
-        i64 r = t % rows;
-        i64 s = t / rows;
-        double values[TOPK_K];
-        i64 columns[TOPK_K];
-        clear_candidates(values, columns, lowest);
-        i64 start = s * segment_length;
-        i64 stop = start + segment_length < cols ? start + segment_length : cols;
-        const double* x = a + r * num_points;
-        for (i64 c = start; c < stop; ++c) {
-            i64 column = c + col_offset;
-            if (column == excluded[r]) continue;
-            double total = weighted_pair(x, b + c * num_points, num_points, pairs, p1, p2, pair_profile, lo, hi,
-                                         angles, slope, harmony, pair_weight);
-            insert_candidate(values, columns, weighted_final(total, scale), column);
-        }
-        store_candidates(values, columns, out_values, out_columns, (r * segments + s) * TOPK_K);
+        segment_top_k(t, a, b, rows, cols, num_points, segments, segment_length, excluded, col_offset, lowest, score,
+                      out_values, out_columns);
     }
 }
 
