@@ -1018,7 +1018,6 @@ def test_a_device_that_fails_hands_over_to_the_cpu_and_the_run_records_it(
 
     class FailingLauncher:
         xp = np
-        name = "failing"
 
         def __call__(self, kernel: str, size: int, args: Any, top_k: int = 1) -> None:
             raise DriverError("cudaErrorIllegalAddress: an illegal memory access was encountered")

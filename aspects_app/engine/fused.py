@@ -108,9 +108,6 @@ class Launcher(Protocol):
     @property
     def xp(self) -> Any: ...
 
-    @property
-    def name(self) -> str: ...
-
     def __call__(self, kernel: str, size: int, args: Sequence[Any], top_k: int = 1) -> None: ...
 
 
@@ -128,7 +125,6 @@ class CudaLauncher:
 
     def __init__(self, cupy: Any) -> None:
         self.xp = cupy
-        self.name = "cuda"
         self._modules: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -165,7 +161,6 @@ class HostLauncher:
 
     def __init__(self, compiler: str | None = None) -> None:
         self.xp = np
-        self.name = "cuda-emulated"
         self.compiler = compiler or os.environ.get("CXX", "c++")
         self._libraries: dict[int, ctypes.CDLL] = {}
         self._lock = threading.Lock()
@@ -360,10 +355,6 @@ class FusedKernels:
     def __init__(self, launcher: Launcher) -> None:
         self.launch = launcher
         self.xp = launcher.xp
-
-    @property
-    def name(self) -> str:
-        return self.launch.name
 
     def hits(
         self,

@@ -66,7 +66,6 @@ class FailingLauncher:
     def __init__(self, oom_above: int | None = None, driver_error: bool = False) -> None:
         self.inner = HostLauncher()
         self.xp = np
-        self.name = "failing-device"
         self.oom_above = oom_above
         self.driver_error = driver_error
         self.launches: list[tuple[str, int]] = []
