@@ -1,4 +1,5 @@
-"""Chunk plans under a working-memory budget, as scikit-learn's ``pairwise_distances_chunked`` sizes them.
+"""Chunk plans under a working-memory budget, and the one driver every operation's chunks go through, after
+scikit-learn's ``pairwise_distances_chunked``.
 
 A plan tiles a (rows × cols) problem: as many whole rows per chunk as the budget holds (``rows = budget //
 bytes_per_row``); when not even one row fits, one row at a time split into column blocks. Each chunk is reduced
@@ -7,8 +8,18 @@ bytes_per_row``); when not even one row fits, one row at a time split into colum
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import FieldError
+
+if TYPE_CHECKING:
+    from .monitor import VectorizedPerformanceMonitor
+
+Progress = Callable[[int, int], None]
+# Reduces the chunk (row slice, column slice) into the operation's result.
+Reduce = Callable[[slice, slice], None]
 
 MIB = 2**20
 
@@ -41,9 +52,10 @@ class ChunkPlan:
             return cls(rows, cols, max(1, min(per_chunk, max(rows, 1))), max(cols, 1), bytes_per_cell)
         per_block = int(budget_bytes // bytes_per_cell)
         if per_block < 1:
-            raise ValueError(
-                f"working_memory_mb: {budget_bytes / MIB:.3g} MiB is too small for one chart pair "
-                f"({bytes_per_cell / MIB:.3g} MiB); raise the budget"
+            raise FieldError(
+                "working_memory_mb",
+                f"{budget_bytes / MIB:.3g} MiB is too small for one chart pair "
+                f"({bytes_per_cell / MIB:.3g} MiB); raise the budget",
             )
         return cls(rows, cols, 1, per_block, bytes_per_cell)
 
@@ -65,3 +77,27 @@ class ChunkPlan:
             rows = slice(r0, min(r0 + self.rows_per_chunk, self.rows))
             for c0 in range(0, self.cols, self.cols_per_chunk):
                 yield rows, slice(c0, min(c0 + self.cols_per_chunk, self.cols))
+
+
+@dataclass
+class ChunkDriver:
+    """Runs a plan's chunks through an operation's reduce function, timed as one operation, counting chunks on
+    the monitor and reporting ``progress(done, total)`` in chart pairs after each chunk.
+
+    Unlike scikit-learn's generator, the reduce function writes its chunk into the result itself (hit builder,
+    score matrix, top-k lists) and returns nothing: a yielded chunk would stay alive through the next one's peak.
+    """
+
+    monitor: VectorizedPerformanceMonitor
+    progress: Progress | None = None
+
+    def run(self, plan: ChunkPlan, operation: str, reduce: Reduce) -> None:
+        total = plan.rows * plan.cols
+        done = 0
+        with self.monitor.timer(operation):
+            for rows, cols in plan:
+                reduce(rows, cols)
+                done += (rows.stop - rows.start) * (cols.stop - cols.start)
+                self.monitor.count("chunks")
+                if self.progress is not None:
+                    self.progress(done, total)

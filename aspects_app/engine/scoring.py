@@ -46,6 +46,12 @@ from .xp_ops import apply_into, astype, bool_as_int8, flatnonzero, mask_into, pu
 
 SCORE_METHODS: tuple[str, ...] = ("discepolo", "weighted")
 
+
+def score_dtype(method: str) -> type[np.int16] | type[np.float64]:
+    """The dtype of a method's scores: kerykeion's are whole points, the weighted ones fractions."""
+    return np.int16 if method == "discepolo" else np.float64
+
+
 DESTINY_SIGN_POINTS = 5
 HIGH_PRECISION_ORB = 2.0
 MAJOR_HIGH_PRECISION = 11
