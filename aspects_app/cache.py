@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from . import metrics
 from .conf import get_config
@@ -179,10 +181,10 @@ class ResultCache:
 
     def __init__(self) -> None:
         config = get_config()
-        self.local = LocalLRU(int(config["LOCAL_CACHE_ENTRIES"]), int(config["LOCAL_CACHE_MB"] * 2**20))
-        self.shared = SharedLevel(config["CACHE_ALIAS"], config["CACHE_TIMEOUT"], float(config["CACHE_RETRY_SECONDS"]))
-        self.lock_alias: str = config["LOCK_ALIAS"]
-        self.lock_seconds = float(config["LOCK_SECONDS"])
+        self.local = LocalLRU(config.local_cache_entries, int(config.local_cache_mb * 2**20))
+        self.shared = SharedLevel(config.cache_alias, config.cache_timeout, config.cache_retry_seconds)
+        self.lock_alias = config.lock_alias
+        self.lock_seconds = config.lock_seconds
         self._flights: dict[str, threading.Event] = {}
         self._flights_lock = threading.Lock()
 
@@ -316,3 +318,11 @@ def reset_result_cache() -> None:
     global _cache
     with _cache_lock:
         _cache = None
+
+
+@receiver(setting_changed)
+def _reset_on_settings_change(*, setting: str, **kwargs: Any) -> None:
+    # The cache is built from ASPECTS and reads its aliases from CACHES: a test's override_settings of either must
+    # reach the next request.
+    if setting in ("ASPECTS", "CACHES"):
+        reset_result_cache()

@@ -22,7 +22,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="aspects_app.E000")]
     errors: list[checks.CheckMessage] = []
-    backend = config["BACKEND"]
+    backend = config.backend
     if backend not in BACKENDS:
         errors.append(
             checks.Error(
@@ -31,7 +31,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 id="aspects_app.E001",
             )
         )
-    budget = config["WORKING_MEMORY_MB"]
+    budget = config.working_memory_mb
     # bool is an int subclass, but True is not a memory budget; NaN and inf are not budgets either.
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not (0 < budget < math.inf):
         errors.append(
@@ -41,7 +41,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 id="aspects_app.E002",
             )
         )
-    limit = config["DEVICE_MEMORY_LIMIT_MB"]
+    limit = config.device_memory_limit_mb
     bad_limit = isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < math.inf
     if limit is not None and bad_limit:
         errors.append(
@@ -67,18 +67,18 @@ def check_caches(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
     except ImproperlyConfigured:
         return []  # reported by check_settings
     messages: list[checks.CheckMessage] = []
-    for key in ("CACHE_ALIAS", "LOCK_ALIAS"):
-        if config[key] not in settings.CACHES:
+    for key, alias in (("CACHE_ALIAS", config.cache_alias), ("LOCK_ALIAS", config.lock_alias)):
+        if alias not in settings.CACHES:
             messages.append(
                 checks.Error(
-                    f"ASPECTS['{key}'] is {config[key]!r}, which is not in settings.CACHES.",
+                    f"ASPECTS['{key}'] is {alias!r}, which is not in settings.CACHES.",
                     hint=f"Use one of: {', '.join(settings.CACHES)}.",
                     id="aspects_app.E003",
                 )
             )
     if messages:
         return messages
-    results, locks = config["CACHE_ALIAS"], config["LOCK_ALIAS"]
+    results, locks = config.cache_alias, config.lock_alias
     if _is_redis(results) and results in (locks, "default"):
         messages.append(
             checks.Warning(

@@ -1,5 +1,13 @@
-"""The app's one settings dict, ``settings.ASPECTS``, read through :func:`get_config`."""
+"""The app's one settings dict, ``settings.ASPECTS``, read through :func:`get_config` as a typed, frozen object.
 
+Keys are documented on :class:`AspectsSettings` (README "Settings" lists them too). Values are taken as given and
+checked by the system checks (``aspects_app.E001``…), so a bad value shows up in ``manage.py check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -8,61 +16,66 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-DEFAULTS: dict[str, Any] = {
+
+@dataclass(frozen=True)
+class AspectsSettings:
+    """``settings.ASPECTS`` with the defaults filled in; attributes are the keys in lower case."""
+
     # Compute backend: "auto" (CuPy if a GPU is usable, else NumPy), "numpy" or "cupy".
-    "BACKEND": "auto",
+    backend: str = "auto"
     # Working-memory budget per chunk in MiB; decides how many rows a chunk holds (sklearn-style chunking).
-    "WORKING_MEMORY_MB": 256,
+    working_memory_mb: float = 256
     # Cap on the GPU memory pool in MiB (CuPy's MemoryPool.set_limit, per process); None: no cap beyond the device.
-    "DEVICE_MEMORY_LIMIT_MB": None,
+    device_memory_limit_mb: float | None = None
     # Orbs in degrees per aspect name, e.g. {"trine": 8}; None uses the engine's defaults.
-    "ORBS": None,
+    orbs: dict[str, float] | None = None
     # Upper bound on charts in one API request, so one call cannot exhaust the server.
-    "MAX_CHARTS_PER_REQUEST": 1000,
+    max_charts_per_request: int = 1000
     # Upper bound on the candidates one /matches request scores; larger populations go to the batch command.
-    "MAX_MATCH_CANDIDATES": 50000,
+    max_match_candidates: int = 50000
     # Rates of the compute endpoints (DRF syntax, e.g. "60/min") for anonymous and authenticated callers;
     # None switches throttling off for that group.
-    "THROTTLE_ANON": "60/min",
-    "THROTTLE_USER": "600/min",
+    throttle_anon: str | None = "60/min"
+    throttle_user: str | None = "600/min"
     # Django cache alias for results: an evicting (LRU) Redis in production, see README "Caching".
-    "CACHE_ALIAS": "default",
+    cache_alias: str = "default"
     # Alias for single-flight locks; it must not evict (keep it apart from an LRU results alias).
-    "LOCK_ALIAS": "default",
+    lock_alias: str = "default"
     # Seconds a shared-cache entry lives; None: until evicted (keys are content-addressed, never stale).
-    "CACHE_TIMEOUT": None,
+    cache_timeout: float | None = None
     # After a cache failure (Redis down or slow), skip the shared level for this long before trying again.
-    "CACHE_RETRY_SECONDS": 5.0,
+    cache_retry_seconds: float = 5.0
     # How long a single-flight lock is held at most, and how long others wait for its result.
-    "LOCK_SECONDS": 10.0,
+    lock_seconds: float = 10.0
     # The in-process LRU in front of the shared cache: bounded by entries and by MiB.
-    "LOCAL_CACHE_ENTRIES": 4096,
-    "LOCAL_CACHE_MB": 64,
+    local_cache_entries: int = 4096
+    local_cache_mb: float = 64
     # Bearer token that may read the metrics endpoints besides staff users; None: staff only.
-    "METRICS_TOKEN": None,
+    metrics_token: str | None = None
     # Celery queues of distributed batch runs: CPU workers consume the first, GPU workers the second.
-    "CPU_QUEUE": "aspects-cpu",
-    "GPU_QUEUE": "aspects-gpu",
-}
+    cpu_queue: str = "aspects-cpu"
+    gpu_queue: str = "aspects-gpu"
+
+
+# The documented defaults by key, as a host writes them in settings.ASPECTS.
+DEFAULTS: dict[str, Any] = {f.name.upper(): f.default for f in dataclasses.fields(AspectsSettings)}
 
 
 @cache
-def get_config() -> dict[str, Any]:
-    """Return DEFAULTS overlaid with ``settings.ASPECTS``; cached until ASPECTS changes."""
+def get_config() -> AspectsSettings:
+    """``settings.ASPECTS`` over the defaults; cached until ASPECTS changes."""
     user: dict[str, Any] = getattr(settings, "ASPECTS", {}) or {}
     unknown = sorted(set(user) - set(DEFAULTS))
     if unknown:
         raise ImproperlyConfigured(
             f"Unknown key(s) in settings.ASPECTS: {', '.join(unknown)}. Valid keys: {', '.join(DEFAULTS)}."
         )
-    return {**DEFAULTS, **user}
+    return AspectsSettings(**{key.lower(): value for key, value in user.items()})
 
 
 @receiver(setting_changed)
 def _clear_config_cache(*, setting: str, **kwargs: Any) -> None:
-    # override_settings(ASPECTS=...) in tests must be seen by the next get_config() call.
-    if setting in ("ASPECTS", "CACHES"):
+    # override_settings(ASPECTS=...) in tests must be seen by the next get_config() call; modules built from
+    # the settings (the result cache) listen for themselves.
+    if setting == "ASPECTS":
         get_config.cache_clear()
-        from .cache import reset_result_cache  # the cache is built from the settings
-
-        reset_result_cache()

@@ -37,6 +37,7 @@ from skyfield.framelib import ecliptic_frame
 from skyfield.nutationlib import iau2000b, mean_obliquity
 
 from aspects_app.engine.aspects import STANDARD_POINTS
+from aspects_app.engine.errors import FieldError
 
 __all__ = ["SPEED_STEP_DAYS", "Positions", "compute_positions", "supported_range"]
 
@@ -153,16 +154,16 @@ def supported_range() -> tuple[datetime, datetime]:
 
 def _check_points(points: Sequence[str]) -> tuple[str, ...]:
     if isinstance(points, str):
-        raise ValueError(f"points: expected a sequence of point names, got the string {points!r}")
+        raise FieldError("points", f"expected a sequence of point names, got the string {points!r}")
     try:
         names = tuple(points)
     except TypeError:
-        raise ValueError(f"points: expected a sequence of point names, got {type(points).__name__}") from None
+        raise FieldError("points", f"expected a sequence of point names, got {type(points).__name__}") from None
     unknown = [name for name in names if name not in STANDARD_POINTS]
     if unknown:
-        raise ValueError(f"points: unknown point(s) {unknown}; known points: {', '.join(STANDARD_POINTS)}")
+        raise FieldError("points", f"unknown point(s) {unknown}; known points: {', '.join(STANDARD_POINTS)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"points: duplicate names in {list(names)}")
+        raise FieldError("points", f"duplicate names in {list(names)}")
     return names
 
 
@@ -172,14 +173,15 @@ def _unix_microseconds(datetimes_utc: object) -> NDArray[np.int64]:
         datetimes_utc = [datetimes_utc]
     if isinstance(datetimes_utc, np.ndarray) and datetimes_utc.dtype.kind == "M":
         if datetimes_utc.ndim != 1:
-            raise ValueError(f"datetimes_utc: expected a 1-D array, got shape {datetimes_utc.shape}")
+            raise FieldError("datetimes_utc", f"expected a 1-D array, got shape {datetimes_utc.shape}")
         nat = np.isnat(datetimes_utc)
         if nat.any():
-            raise ValueError(f"datetimes_utc: NaT at index {int(np.argmax(nat))}")
+            raise FieldError("datetimes_utc", f"NaT at index {int(np.argmax(nat))}")
         return datetimes_utc.astype("datetime64[us]").astype(np.int64)
     if isinstance(datetimes_utc, str | bytes) or not isinstance(datetimes_utc, Iterable):
-        raise ValueError(
-            "datetimes_utc: expected a sequence of timezone-aware datetimes or a numpy datetime64 array, "
+        raise FieldError(
+            "datetimes_utc",
+            "expected a sequence of timezone-aware datetimes or a numpy datetime64 array, "
             f"got {type(datetimes_utc).__name__}"
         )
     values = list(datetimes_utc)
@@ -187,18 +189,19 @@ def _unix_microseconds(datetimes_utc: object) -> NDArray[np.int64]:
     for i, value in enumerate(values):
         if isinstance(value, datetime):
             if value.utcoffset() is None:
-                raise ValueError(
-                    f"datetimes_utc: naive datetime {value.isoformat()} at index {i}; give it a timezone "
+                raise FieldError(
+                    "datetimes_utc",
+                    f"naive datetime {value.isoformat()} at index {i}; give it a timezone "
                     "(e.g. tzinfo=datetime.timezone.utc)"
                 )
             out[i] = (value - _UNIX_EPOCH) // _ONE_MICROSECOND
         elif isinstance(value, np.datetime64):
             if np.isnat(value):
-                raise ValueError(f"datetimes_utc: NaT at index {i}")
+                raise FieldError("datetimes_utc", f"NaT at index {i}")
             out[i] = value.astype("datetime64[us]").astype(np.int64)
         else:
             kind = "a date without a time" if isinstance(value, date) else type(value).__name__
-            raise ValueError(f"datetimes_utc: expected a timezone-aware datetime at index {i}, got {kind}")
+            raise FieldError("datetimes_utc", f"expected a timezone-aware datetime at index {i}, got {kind}")
     return out
 
 
@@ -206,21 +209,21 @@ def _coordinates(field: str, values: ArrayLike, n: int, limit: float) -> FloatAr
     """``values`` as n floats in [−limit, limit]; a scalar is broadcast."""
     raw = np.asarray(values)
     if raw.dtype.kind not in "iuf":
-        raise ValueError(f"{field}: expected real numbers, got {raw.dtype} values")
+        raise FieldError(field, f"expected real numbers, got {raw.dtype} values")
     array = raw.astype(np.float64)
     if array.ndim > 1:
-        raise ValueError(f"{field}: expected a number or a 1-D sequence, got shape {array.shape}")
+        raise FieldError(field, f"expected a number or a 1-D sequence, got shape {array.shape}")
     if array.ndim == 1 and array.shape[0] != n:
-        raise ValueError(f"{field}: {array.shape[0]} values for {n} datetimes")
+        raise FieldError(field, f"{array.shape[0]} values for {n} datetimes")
     flat = array.reshape(-1)
     bad = ~np.isfinite(flat)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{field}: not a finite number at index {i} ({flat[i]})")
+        raise FieldError(field, f"not a finite number at index {i} ({flat[i]})")
     outside = np.abs(flat) > limit
     if outside.any():
         i = int(np.argmax(outside))
-        raise ValueError(f"{field}: {flat[i]} at index {i} is outside [−{limit:g}, {limit:g}] degrees")
+        raise FieldError(field, f"{flat[i]} at index {i} is outside [−{limit:g}, {limit:g}] degrees")
     return np.broadcast_to(array, (n,)).copy() if array.ndim == 0 else array
 
 
@@ -361,8 +364,9 @@ def compute_positions(
         if outside.any():
             i = int(np.argmax(outside))
             first, last = supported_range()
-            raise ValueError(
-                f"datetimes_utc: {_jd_to_datetime(float(jd_ut[i])).isoformat(timespec='seconds')} at index {i} "
+            raise FieldError(
+                "datetimes_utc",
+                f"{_jd_to_datetime(float(jd_ut[i])).isoformat(timespec='seconds')} at index {i} "
                 f"is outside the ephemeris' range {first.isoformat(timespec='seconds')} to "
                 f"{last.isoformat(timespec='seconds')} (DE421)"
             )

@@ -1,5 +1,6 @@
 """The Django layer's foundation: the ASPECTS settings dict and its system checks."""
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -8,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from aspects_app.checks import check_settings
-from aspects_app.conf import DEFAULTS, get_config
+from aspects_app.conf import DEFAULTS, AspectsSettings, get_config
 
 
 def ids(messages: list[Any]) -> list[str]:
@@ -16,17 +17,25 @@ def ids(messages: list[Any]) -> list[str]:
 
 
 def test_defaults_when_aspects_is_empty() -> None:
-    assert get_config() == DEFAULTS
+    assert get_config() == AspectsSettings()
+    assert {key: getattr(get_config(), key.lower()) for key in DEFAULTS} == DEFAULTS
+
+
+def test_config_is_typed_and_frozen() -> None:
+    config = get_config()
+    assert config.working_memory_mb == 256 and config.cpu_queue == "aspects-cpu"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.backend = "numpy"  # type: ignore[misc]
 
 
 def test_override_settings_clears_the_cache() -> None:
-    assert get_config()["BACKEND"] == "auto"  # fills the cache first
+    assert get_config().backend == "auto"  # fills the cache first
     with override_settings(ASPECTS={"BACKEND": "numpy", "ORBS": {"trine": 8}}):
         config = get_config()
-        assert config["BACKEND"] == "numpy"
-        assert config["ORBS"] == {"trine": 8}
-        assert config["WORKING_MEMORY_MB"] == DEFAULTS["WORKING_MEMORY_MB"]
-    assert get_config() == DEFAULTS
+        assert config.backend == "numpy"
+        assert config.orbs == {"trine": 8}
+        assert config.working_memory_mb == DEFAULTS["WORKING_MEMORY_MB"]
+    assert get_config() == AspectsSettings()
 
 
 def test_get_config_does_not_alias_defaults() -> None:

@@ -201,7 +201,7 @@ class BulkChartSerializer(serializers.Serializer):
     charts = ChartSerializer(many=True)
 
     def validate_charts(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        limit = get_config()["MAX_CHARTS_PER_REQUEST"]
+        limit = get_config().max_charts_per_request
         if not value:
             raise serializers.ValidationError("at least one chart is required")
         if len(value) > limit:
@@ -300,7 +300,7 @@ class ScoresRequestSerializer(AspectSelectionSerializer):
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
 
     def validate_charts(self, value: list[int]) -> list[int]:
-        limit = get_config()["MAX_CHARTS_PER_REQUEST"]
+        limit = get_config().max_charts_per_request
         if len(value) > limit:
             raise serializers.ValidationError(f"at most {limit} charts per request, got {len(value)}")
         return value

@@ -21,7 +21,8 @@ class ComputeRateThrottle(SimpleRateThrottle):
 
     def allow_request(self, request: Request, view: Any) -> bool:
         authenticated = bool(request.user and request.user.is_authenticated)
-        self.rate = get_config()["THROTTLE_USER" if authenticated else "THROTTLE_ANON"]
+        config = get_config()
+        self.rate = config.throttle_user if authenticated else config.throttle_anon
         if self.rate is None:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .errors import FieldError
+
 # Match order is ascending angle, as kerykeion iterates it: the first active aspect whose interval holds the
 # separation wins, so overlapping orbs resolve towards the smaller angle.
 ASPECT_ANGLES: Mapping[str, float] = MappingProxyType(
@@ -71,33 +73,34 @@ def resolve_points(points: Sequence[str] | None, num_points: int) -> tuple[str, 
     """Names of the ``num_points`` columns: ``points`` when given (checked), else the standard prefix."""
     if points is None:
         if num_points > len(STANDARD_POINTS):
-            raise ValueError(
-                f"points: {num_points} columns but no names given; pass points=[...] for more than "
+            raise FieldError(
+                "points",
+                f"{num_points} columns but no names given; pass points=[...] for more than "
                 f"{len(STANDARD_POINTS)} columns"
             )
         return STANDARD_POINTS[:num_points]
     names = tuple(points)
     if len(names) != num_points:
-        raise ValueError(f"points: {len(names)} names given for {num_points} columns")
+        raise FieldError("points", f"{len(names)} names given for {num_points} columns")
     if len(set(names)) != len(names):
-        raise ValueError(f"points: duplicate names in {list(names)}")
+        raise FieldError("points", f"duplicate names in {list(names)}")
     for name in names:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"points: names must be non-empty strings, got {name!r}")
+            raise FieldError("points", f"names must be non-empty strings, got {name!r}")
     return names
 
 
 def _check_orb(where: str, name: str, orb: object) -> float:
     if name not in ASPECT_ANGLES:
-        raise ValueError(f"{where}: unknown aspect {name!r}; known aspects: {', '.join(ASPECT_NAMES)}")
+        raise FieldError(where, f"unknown aspect {name!r}; known aspects: {', '.join(ASPECT_NAMES)}")
     if isinstance(orb, bool) or not isinstance(orb, int | float):
-        raise ValueError(f"{where}: orb of {name!r} must be a number, got {orb!r}")
+        raise FieldError(where, f"orb of {name!r} must be a number, got {orb!r}")
     value = float(orb)
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where}: orb of {name!r} must be a finite number >= 0, got {orb!r}")
+        raise FieldError(where, f"orb of {name!r} must be a finite number >= 0, got {orb!r}")
     if value >= 90:
         # Wider than 90° an aspect would swallow the opposite side of the circle; certainly a unit mistake.
-        raise ValueError(f"{where}: orb of {name!r} must be below 90 degrees, got {orb!r}")
+        raise FieldError(where, f"orb of {name!r} must be below 90 degrees, got {orb!r}")
     return value
 
 
@@ -116,17 +119,17 @@ class AspectConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.orbs, Mapping):
-            raise ValueError(f"orbs: expected a mapping of aspect name to orb, got {type(self.orbs).__name__}")
+            raise FieldError("orbs", f"expected a mapping of aspect name to orb, got {type(self.orbs).__name__}")
         orbs = {name: _check_orb("orbs", name, orb) for name, orb in self.orbs.items()}
         point_orbs: dict[str, dict[str, float]] = {}
         for point, overrides in self.point_orbs.items():
             if not isinstance(point, str) or not point:
-                raise ValueError(f"point_orbs: point names must be non-empty strings, got {point!r}")
+                raise FieldError("point_orbs", f"point names must be non-empty strings, got {point!r}")
             if not isinstance(overrides, Mapping):
-                raise ValueError(f"point_orbs[{point!r}]: expected a mapping of aspect name to orb")
+                raise FieldError("point_orbs", f"[{point!r}]: expected a mapping of aspect name to orb")
             point_orbs[point] = {n: _check_orb(f"point_orbs[{point!r}]", n, o) for n, o in overrides.items()}
         if not orbs and not any(point_orbs.values()):
-            raise ValueError("orbs: at least one aspect must be active")
+            raise FieldError("orbs", "at least one aspect must be active")
         # Canonical (match) order, so equal configurations compare and hash equal.
         object.__setattr__(self, "orbs", MappingProxyType({n: orbs[n] for n in ASPECT_NAMES if n in orbs}))
         object.__setattr__(
@@ -145,7 +148,7 @@ class AspectConfig:
     def preset(cls, name: str) -> AspectConfig:
         """``"default"`` (kerykeion's defaults) or ``"all"`` (every aspect; minors at 1°)."""
         if name not in ORB_PRESETS:
-            raise ValueError(f"preset: unknown orb preset {name!r}; known: {', '.join(ORB_PRESETS)}")
+            raise FieldError("preset", f"unknown orb preset {name!r}; known: {', '.join(ORB_PRESETS)}")
         return cls(orbs=dict(ORB_PRESETS[name]))
 
     def only(self, aspects: Iterable[str]) -> AspectConfig:
@@ -153,7 +156,7 @@ class AspectConfig:
         wanted = list(aspects)
         for name in wanted:
             if name not in ASPECT_ANGLES:
-                raise ValueError(f"aspects: unknown aspect {name!r}; known aspects: {', '.join(ASPECT_NAMES)}")
+                raise FieldError("aspects", f"unknown aspect {name!r}; known aspects: {', '.join(ASPECT_NAMES)}")
         keep = set(wanted)
         return AspectConfig(
             orbs={n: o for n, o in self.orbs.items() if n in keep},
@@ -179,7 +182,7 @@ class AspectConfig:
         """Overrides that name a point the arrays do not have are almost certainly typos."""
         unknown = sorted(set(self.point_orbs) - set(points))
         if unknown:
-            raise ValueError(f"point_orbs: unknown point(s) {unknown}; the arrays' points are {list(points)}")
+            raise FieldError("point_orbs", f"unknown point(s) {unknown}; the arrays' points are {list(points)}")
 
     def to_dict(self) -> dict[str, object]:
         return {"orbs": dict(self.orbs), "point_orbs": {p: dict(o) for p, o in self.point_orbs.items()}}
