@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from .services import ChartInput
+from .models import Chart
+from .services import ChartInput, create_charts
 
 # (city, latitude, longitude, IANA zone): a spread of latitudes, both hemispheres and every continent.
 CITIES: tuple[tuple[str, float, float, str], ...] = (
@@ -49,6 +50,7 @@ CITIES: tuple[tuple[str, float, float, str], ...] = (
 FIRST_BIRTH = datetime(1930, 1, 1, tzinfo=UTC)
 LAST_BIRTH = datetime(2010, 12, 31, tzinfo=UTC)
 NAME_PREFIX = "demo"
+DEMO_BATCH = 5000  # charts per ephemeris call and bulk insert
 
 
 def demo_name(seed: int, index: int) -> str:
@@ -75,3 +77,13 @@ def demo_charts(count: int, seed: int = 0) -> list[ChartInput]:
             )
         )
     return charts
+
+
+def create_demo_charts(count: int, seed: int = 0) -> int:
+    """Create the demo charts of ``seed`` that are not there yet (idempotent); returns how many were created."""
+    wanted = demo_charts(count, seed)
+    existing = set(Chart.objects.filter(name__startswith=f"{NAME_PREFIX}-{seed}-").values_list("name", flat=True))
+    missing = [chart for chart in wanted if chart.name not in existing]
+    for first in range(0, len(missing), DEMO_BATCH):
+        create_charts(None, missing[first : first + DEMO_BATCH])
+    return len(missing)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,15 @@ from django.db import models
 
 # Positions are stored as little-endian float64 bytes: compact, exact, and independent of the database.
 _POSITION_DTYPE = np.dtype("<f8")
+# id__in lists are split so SQLite's bound-parameter limit is never reached.
+ID_BATCH = 900
+T = TypeVar("T")
+
+
+def id_batches(ids: Sequence[T], size: int = ID_BATCH) -> Iterator[Sequence[T]]:
+    """``ids`` in slices short enough for one ``pk__in`` query on every database."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def positions_hash(points: list[str] | tuple[str, ...], longitudes: npt.NDArray[Any], speeds: Any) -> str:

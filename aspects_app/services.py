@@ -1,7 +1,10 @@
-"""The one module that joins models, positions and the engine. Views and commands call these functions."""
+"""Request-time work: the one module that joins models, positions and the engine for a request, including the
+visibility rules views need. Views and commands call these functions; batch runs are :mod:`aspects_app.jobs`'s.
+"""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from django.db import transaction
 
-from . import ephemeris, metrics
+from . import ephemeris, metrics, results
 from .cache import result_cache, result_key
 from .conf import get_config
 from .engine import (
@@ -24,18 +27,15 @@ from .engine import (
     MemoryOptimizedVectorizedCalculator,
 )
 from .engine.aspects import ASPECT_ANGLES, ORB_PRESETS, STANDARD_POINTS
-from .models import AspectResult, Chart, positions_hash
+from .engine.errors import FieldError
+from .models import AspectResult, Chart, ChartQuerySet, id_batches, positions_hash
 from .profiling import silk_profile
 from .timing import timed
 
 
-class ServiceError(ValueError):
-    """Bad input found by a service; ``field`` names the offending input for a 400 answer."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+class ChartNotFound(FieldError):
+    """A chart id in ``field`` that does not exist or that the caller may not see (the API answers 404, the same
+    for both, so that ids reveal nothing)."""
 
 
 # -- configuration ---------------------------------------------------------------------------------------------
@@ -46,40 +46,55 @@ def aspect_config(orbs: str | Mapping[str, float] | None = None, aspects: Sequen
     ``ORBS``, else kerykeion's defaults), optionally restricted to ``aspects``."""
     try:
         if orbs is None:
-            configured = get_config()["ORBS"]
+            configured = get_config().orbs
             config = AspectConfig() if configured is None else AspectConfig.from_orbs(configured)
         elif isinstance(orbs, str):
             config = AspectConfig.preset(orbs)
         else:
             config = AspectConfig.from_orbs(orbs)
     except ValueError as exc:
-        raise ServiceError("orbs", str(exc)) from exc
+        raise FieldError("orbs", str(exc)) from exc
     if aspects is not None:
         try:
             config = config.only(aspects)
         except ValueError as exc:
-            raise ServiceError("aspects", str(exc)) from exc
+            raise FieldError("aspects", str(exc)) from exc
     return config
 
 
 @lru_cache(maxsize=32)
 def _calculator(
-    config: AspectConfig, backend: str, working_memory_mb: float, device_memory_limit_mb: float | None
+    config: AspectConfig,
+    backend: str,
+    working_memory_mb: float,
+    device_memory_limit_mb: float | None,
+    chunk_size: int | None,
 ) -> MemoryOptimizedVectorizedCalculator:
     # Calculators keep their buffer pool and kernel tables warm between requests with the same configuration.
     return MemoryOptimizedVectorizedCalculator(
         config=config,
         backend=backend,
         working_memory_mb=working_memory_mb,
+        chunk_size=chunk_size,
         device_memory_limit_mb=device_memory_limit_mb,
     )
 
 
-def calculator(config: AspectConfig) -> MemoryOptimizedVectorizedCalculator:
+def calculator(
+    config: AspectConfig,
+    backend: str | None = None,
+    working_memory_mb: float | None = None,
+    chunk_size: int | None = None,
+) -> MemoryOptimizedVectorizedCalculator:
+    """The process's calculator for ``config`` (kept warm), with the settings' backend and budgets unless given:
+    requests and batch runs share them. The device memory cap is the machine's, so always the settings'."""
     settings = get_config()
-    limit = settings["DEVICE_MEMORY_LIMIT_MB"]
     return _calculator(
-        config, settings["BACKEND"], float(settings["WORKING_MEMORY_MB"]), None if limit is None else float(limit)
+        config,
+        settings.backend if backend is None else backend,
+        settings.working_memory_mb if working_memory_mb is None else working_memory_mb,
+        settings.device_memory_limit_mb,
+        chunk_size,
     )
 
 
@@ -91,13 +106,107 @@ def describe_configuration() -> dict[str, Any]:
         "points": list(STANDARD_POINTS),
         "score_methods": ["discepolo", "weighted"],
         "engine_version": ENGINE_VERSION,
-        "max_charts_per_request": get_config()["MAX_CHARTS_PER_REQUEST"],
+        "max_charts_per_request": get_config().max_charts_per_request,
     }
 
 
 def monitoring_summary() -> dict[str, Any]:
     """The metrics as JSON, with this process's cache figures per level."""
     return {"metrics": metrics.summary(), "cache": result_cache().stats()}
+
+
+def metrics_exposition() -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format, and its content type."""
+    return metrics.exposition()
+
+
+def may_read_metrics(user: Any, bearer_token: str | None) -> bool:
+    """Staff, or a caller presenting ``ASPECTS["METRICS_TOKEN"]`` (a Prometheus scraper)."""
+    token = get_config().metrics_token
+    if token and bearer_token is not None and secrets.compare_digest(bearer_token, str(token)):
+        return True
+    return bool(user and user.is_staff)
+
+
+def cache_stats() -> dict[str, Any]:
+    """Figures of every level: this process's LRU, the shared cache (with its server's, when Redis) and the
+    persisted rows."""
+    stats = result_cache().stats()
+    stats["shared"]["server"] = _redis_server_stats(get_config().cache_alias)
+    stats["database"] = {kind: AspectResult.objects.filter(kind=kind).count() for kind in AspectResult.Kind.values}
+    return stats
+
+
+def _redis_server_stats(alias: str) -> dict[str, Any] | None:
+    """Redis INFO figures of the shared cache, when it is Redis and answers."""
+    try:
+        from django_redis import get_redis_connection
+
+        connection = get_redis_connection(alias)
+        info = connection.info()
+        policy = connection.config_get("maxmemory-policy")
+    except Exception:  # not Redis, or down: the figures are optional
+        return None
+    return {
+        "keyspace_hits": info.get("keyspace_hits"),
+        "keyspace_misses": info.get("keyspace_misses"),
+        "evicted_keys": info.get("evicted_keys"),
+        "used_memory": info.get("used_memory"),
+        "maxmemory": info.get("maxmemory"),
+        "maxmemory_policy": policy.get("maxmemory-policy"),
+    }
+
+
+def clear_cache(persisted: bool) -> int:
+    """Forget every cached result; with ``persisted``, delete the stored rows too (returns how many)."""
+    result_cache().clear()
+    return AspectResult.objects.all().delete()[0] if persisted else 0
+
+
+def forget_chart(chart_id: int, persisted: bool) -> tuple[int, int]:
+    """Forget one chart's cached results (and with ``persisted`` its stored rows): (cached, stored) counts."""
+    chart = Chart.objects.filter(pk=chart_id).first()
+    if chart is None:
+        raise ChartNotFound("chart", f"no chart {chart_id}")
+    forgotten = result_cache().invalidate(chart.positions_hash)
+    return forgotten, results.invalidate_results(chart) if persisted else 0
+
+
+# -- visibility ------------------------------------------------------------------------------------------------
+
+
+def visible_charts(user: Any) -> ChartQuerySet:
+    """The charts ``user`` may see (anonymous users: public ones)."""
+    return Chart.objects.visible_to(user)
+
+
+def visible_chart(user: Any, chart_id: int, field: str) -> Chart:
+    """One chart ``user`` may see, else :class:`ChartNotFound` on ``field``."""
+    chart = visible_charts(user).filter(pk=chart_id).first()
+    if chart is None:
+        raise ChartNotFound(field, "no such chart, or not visible")
+    return chart
+
+
+def visible_charts_by_id(user: Any, ids: Sequence[int], field: str) -> list[Chart]:
+    """The charts ``ids`` in the given order, all visible to ``user``, else a :class:`FieldError` on ``field``
+    listing the ones that are not (unknown and private look the same)."""
+    found: dict[int, Chart] = {}
+    for batch in id_batches(sorted(set(ids))):
+        found.update((c.pk, c) for c in visible_charts(user).filter(pk__in=batch))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise FieldError(field, f"unknown or not visible: {missing[:20]}")
+    return [found[i] for i in ids]
+
+
+def match_candidates(user: Any, chart: Chart) -> list[Chart]:
+    """Every chart ``user`` may see but ``chart``, up to ``MAX_MATCH_CANDIDATES`` (more is a batch job's)."""
+    limit = get_config().max_match_candidates
+    candidates = list(visible_charts(user).exclude(pk=chart.pk).only("id", "points", "longitudes")[: limit + 1])
+    if len(candidates) > limit:
+        raise FieldError("k", f"more than {limit} candidates; use manage.py compute_aspects for this")
+    return candidates
 
 
 # -- charts ----------------------------------------------------------------------------------------------------
@@ -108,11 +217,9 @@ def positions_from_birth(
 ) -> ephemeris.Positions:
     try:
         return ephemeris.compute_positions(list(birth_datetimes), list(latitudes), list(longitudes))
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
+    except FieldError as exc:
         # The ephemeris names its own arguments; an API caller knows the chart's fields.
-        field = _EPHEMERIS_FIELDS.get(field, "birth_datetime")
-        raise ServiceError(field, message or str(exc)) from exc
+        raise exc.renamed(_EPHEMERIS_FIELDS.get(exc.field, "birth_datetime")) from exc
 
 
 _EPHEMERIS_FIELDS = {"datetimes_utc": "birth_datetime", "lat": "latitude", "lon": "longitude"}
@@ -186,23 +293,13 @@ def update_chart(chart: Chart, changes: ChartInput, fields: Iterable[str]) -> Ch
         chart.set_positions(changes.points, changes.longitudes, changes.speeds)
     elif fields & {"birth_datetime", "latitude", "longitude"}:
         if chart.birth_datetime is None or chart.latitude is None or chart.longitude is None:
-            raise ServiceError("birth_datetime", "birth_datetime, latitude and longitude are all needed")
+            raise FieldError("birth_datetime", "birth_datetime, latitude and longitude are all needed")
         _fill_positions([chart])
     with transaction.atomic():
         chart.save()
         if chart.positions_hash != old_hash:
-            invalidate_results(chart, old_hash)
+            results.invalidate_results(chart, old_hash)
     return chart
-
-
-def invalidate_results(chart: Chart, positions_hash: str | None = None) -> int:
-    """Delete every persisted and cached result that involves ``chart`` (cached ones under ``positions_hash``,
-    default: the chart's current one)."""
-    deleted, _ = AspectResult.objects.filter(chart_a=chart).delete()
-    more, _ = AspectResult.objects.filter(chart_b=chart).delete()
-    doomed = positions_hash or chart.positions_hash
-    transaction.on_commit(lambda: result_cache().invalidate(doomed))
-    return deleted + more
 
 
 @dataclass(frozen=True)
@@ -216,11 +313,11 @@ class ChartArrays:
 def chart_arrays(charts: Sequence[Chart], field: str = "charts") -> ChartArrays:
     """Stack charts' positions into (N, P) arrays; all must have the same points."""
     if not charts:
-        raise ServiceError(field, "no charts selected")
+        raise FieldError(field, "no charts selected")
     points = tuple(charts[0].points)
     for chart in charts:
         if tuple(chart.points) != points:
-            raise ServiceError(field, f"chart {chart.pk} has points {chart.points}, others have {list(points)}")
+            raise FieldError(field, f"chart {chart.pk} has points {chart.points}, others have {list(points)}")
     longitudes = np.stack([c.longitude_array for c in charts])
     speed_rows = [c.speed_array for c in charts]
     speeds = None if any(s is None for s in speed_rows) else np.stack(speed_rows)  # type: ignore[arg-type]
@@ -245,61 +342,48 @@ class AspectsResult:
         ]
 
 
-def combined_positions_hash(*hashes: str) -> str:
-    """What a result over several charts was computed from."""
-    return positions_hash(list(hashes), np.empty(0), None)
-
-
-def _combined_hash(*charts: Chart) -> str:
-    return combined_positions_hash(*(c.positions_hash for c in charts))
-
-
 def natal_aspects(chart: Chart, config: AspectConfig) -> AspectsResult:
     return _persisted_aspects(AspectResult.Kind.NATAL, chart, chart, config)
 
 
 def synastry_aspects(chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectsResult:
     if tuple(chart_a.points) != tuple(chart_b.points):
-        raise ServiceError("chart_b", f"chart_b has points {chart_b.points} but chart_a has {chart_a.points}")
+        raise FieldError("chart_b", f"chart_b has points {chart_b.points} but chart_a has {chart_a.points}")
     return _persisted_aspects(AspectResult.Kind.SYNASTRY, chart_a, chart_b, config)
 
 
 def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectsResult:
     """Through the cache levels: in-process LRU, shared cache, AspectResult rows, and only then the engine."""
-    combined = _combined_hash(chart_a, chart_b)
     config_hash = config.config_hash()
     key = result_key(kind, config_hash, ENGINE_VERSION, chart_a.positions_hash, chart_b.positions_hash)
     from_database = False
 
     def load_or_compute() -> bytes:
         nonlocal from_database
-        row = {"kind": kind, "chart_a": chart_a, "chart_b": chart_b, "config_hash": config_hash}
-        stored = AspectResult.objects.filter(**row, engine_version=ENGINE_VERSION, positions_hash=combined).first()
+        stored = results.stored_payload(kind, chart_a, chart_b, config_hash)
         if stored is not None:
             from_database = True
-            return bytes(stored.payload)
+            return stored
         start = time.perf_counter()
-        payload = _compute(kind, chart_a, chart_b, config).to_bytes()
-        AspectResult.objects.update_or_create(
-            **row,
-            engine_version=ENGINE_VERSION,
-            defaults={
-                "positions_hash": combined,
-                "payload": payload,
-                "hit_count": _hit_count(payload),
-                "duration_ms": (time.perf_counter() - start) * 1000.0,
-            },
+        hits = _compute(kind, chart_a, chart_b, config)
+        payload = hits.to_bytes()
+        row = results.result_row(
+            kind,
+            chart_a.pk,
+            chart_b.pk,
+            config_hash,
+            payload,
+            len(hits),
+            results.combined_positions_hash(chart_a.positions_hash, chart_b.positions_hash),
+            (time.perf_counter() - start) * 1000.0,
         )
+        results.save_results([row])
         return payload
 
     payload, level = result_cache().get_or_compute(key, load_or_compute)
     source = "database" if from_database else level
     metrics.CACHE_LOOKUPS.labels(level=source).inc()
     return AspectsResult(tuple(chart_a.points), AspectHits.from_bytes(payload), source != "computed", config, source)
-
-
-def _hit_count(payload: bytes) -> int:
-    return len(AspectHits.from_bytes(payload))
 
 
 def _compute(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectHits:
@@ -320,7 +404,7 @@ def _compute(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) ->
             record(charts=1 if kind == AspectResult.Kind.NATAL else 2, pairs=1, hits=len(hits))
             return hits
     except ValueError as exc:
-        raise ServiceError("orbs", str(exc)) from exc
+        raise FieldError("orbs", str(exc)) from exc
 
 
 @contextmanager
@@ -331,7 +415,8 @@ def engine_call(calc: MemoryOptimizedVectorizedCalculator, name: str) -> Iterato
     amounts: dict[str, float] = {}
     with timed("engine"), silk_profile(name):
         yield lambda **counts: amounts.update(counts)
-    amounts["chunks"] = calc.monitor.counters.get("chunks", 0) - chunks_before
+    # A batch run in this process may have reset the shared calculator's counters meanwhile.
+    amounts["chunks"] = max(0, calc.monitor.counters.get("chunks", 0) - chunks_before)
     metrics.record_engine("api", calc.backend.name, **amounts)
 
 
@@ -370,7 +455,7 @@ def inline_synastry(
                 )
                 record(charts=2, pairs=1, hits=len(hits))
         except ValueError as exc:
-            raise ServiceError("points", str(exc)) from exc
+            raise FieldError("points", str(exc)) from exc
         return hits.to_bytes()
 
     payload, level = result_cache().get_or_compute(key, compute)
@@ -382,14 +467,14 @@ def scores(chart: Chart, others: Sequence[Chart], method: str, config: AspectCon
     a = chart_arrays([chart], "chart")
     b = chart_arrays(others, "charts")
     if a.points != b.points:
-        raise ServiceError("charts", f"the charts' points {list(b.points)} differ from the chart's {list(a.points)}")
+        raise FieldError("charts", f"the charts' points {list(b.points)} differ from the chart's {list(a.points)}")
     calc = calculator(config)
     try:
         with engine_call(calc, "scores") as record:
             values = calc.scores(a.longitudes, b.longitudes, method=method, points=a.points)
             record(charts=1 + len(b.ids), pairs=len(b.ids))
     except ValueError as exc:
-        raise ServiceError("method", str(exc)) from exc
+        raise FieldError("method", str(exc)) from exc
     return [{"chart": chart_id, "score": _number(v)} for chart_id, v in zip(b.ids, values[0].tolist(), strict=True)]
 
 
@@ -408,7 +493,7 @@ def top_matches(
             best = calc.top_k(a.longitudes, b.longitudes, k=k, method=method, points=a.points)
             record(charts=1 + len(b.ids), pairs=len(b.ids))
     except ValueError as exc:
-        raise ServiceError("method", str(exc)) from exc
+        raise FieldError("method", str(exc)) from exc
     return [
         {"rank": rank + 1, "chart": b.ids[int(j)], "score": _number(score)}
         for rank, (j, score) in enumerate(zip(best.indices[0].tolist(), best.scores[0].tolist(), strict=True))
@@ -420,14 +505,19 @@ def _number(value: float | int) -> float | int:
 
 
 def estimate(
-    num_charts1: int, num_charts2: int | None, num_planets: int, operation: str, method: str, working_memory_mb: float
+    num_charts1: int,
+    num_charts2: int | None,
+    num_planets: int,
+    operation: str,
+    method: str,
+    working_memory_mb: float | None = None,
 ) -> dict[str, Any]:
+    """The engine's memory plan (default budget: the settings'); errors name the engine's argument, which the API
+    names the same way."""
     settings = get_config()
-    try:
-        calc = MemoryOptimizedVectorizedCalculator(backend=settings["BACKEND"], working_memory_mb=working_memory_mb)
-        return calc.estimate_memory_usage(num_charts1, num_charts2, num_planets, operation=operation, method=method)
-    except ValueError as exc:
-        raise ServiceError(str(exc).split(":", 1)[0], str(exc)) from exc
+    budget = settings.working_memory_mb if working_memory_mb is None else working_memory_mb
+    calc = MemoryOptimizedVectorizedCalculator(backend=settings.backend, working_memory_mb=budget)
+    return calc.estimate_memory_usage(num_charts1, num_charts2, num_planets, operation=operation, method=method)
 
 
 def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int = 2000) -> dict[str, int]:
@@ -436,8 +526,8 @@ def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int =
     cache = result_cache()
     config_hash = config.config_hash()
     counts = {"cached": 0, "computed": 0}
-    for start in range(0, len(chart_ids), batch_size):
-        charts = list(Chart.objects.filter(pk__in=chart_ids[start : start + batch_size]).order_by("pk"))
+    for batch in id_batches(chart_ids, batch_size):
+        charts = list(Chart.objects.filter(pk__in=batch).order_by("pk"))
         keys = {
             c.pk: result_key("natal", config_hash, ENGINE_VERSION, c.positions_hash, c.positions_hash) for c in charts
         }
@@ -454,79 +544,18 @@ def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int =
             empty = AspectHits.empty(points, natal=True)
             payloads = {keys[c.pk]: parts.get(n, empty).to_bytes() for n, c in enumerate(group)}
             rows = [
-                AspectResult(
-                    kind=AspectResult.Kind.NATAL,
-                    chart_a=c,
-                    chart_b=c,
-                    config_hash=config_hash,
-                    engine_version=ENGINE_VERSION,
-                    positions_hash=_combined_hash(c, c),
-                    payload=payloads[keys[c.pk]],
-                    hit_count=len(parts.get(n, empty)),
+                results.result_row(
+                    AspectResult.Kind.NATAL,
+                    c.pk,
+                    c.pk,
+                    config_hash,
+                    payloads[keys[c.pk]],
+                    len(parts.get(n, empty)),
+                    results.combined_positions_hash(c.positions_hash, c.positions_hash),
                 )
                 for n, c in enumerate(group)
             ]
-            AspectResult.objects.bulk_create(
-                rows,
-                update_conflicts=True,
-                unique_fields=["kind", "chart_a", "chart_b", "config_hash", "engine_version"],
-                update_fields=["positions_hash", "payload", "hit_count", "computed_at"],
-            )
+            results.save_results(rows)
             cache.set_many(payloads)
             counts["computed"] += len(group)
     return counts
-
-
-def create_job(
-    user: Any,
-    modes: Sequence[str],
-    charts: Sequence[int] | None,
-    with_charts: Sequence[int] | None,
-    orbs: Any,
-    aspects: Sequence[str] | None,
-    k: int,
-    method: str,
-) -> Any:
-    """A distributed batch run over charts ``user`` can see (default: their own), enqueued for the workers."""
-    from . import batch, distributed  # the batch layer builds on this module
-
-    visible = Chart.objects.visible_to(user)
-    groups = []
-    for field, ids in (("charts", charts), ("with_charts", with_charts)):
-        if ids is None:
-            groups.append(
-                None if field == "with_charts" else sorted(visible.filter(owner=user).values_list("pk", flat=True))
-            )
-            continue
-        found = set(visible.filter(pk__in=ids).values_list("pk", flat=True))
-        missing = sorted(set(ids) - found)
-        if missing:
-            raise ServiceError(field, f"unknown or not visible: {missing[:20]}")
-        groups.append(sorted(found))
-    if not groups[0]:
-        raise ServiceError("charts", "no charts selected (you own none; list some visible ones)")
-    settings = get_config()
-    try:
-        spec = batch.JobSpec(
-            modes=list(dict.fromkeys(modes)),
-            group_a=groups[0],
-            group_b=groups[1],
-            orbs=orbs,
-            aspects=aspects,
-            method=method,
-            k=k,
-            backend=settings["BACKEND"],
-            working_memory_mb=float(settings["WORKING_MEMORY_MB"]),
-        )
-        batch.check_plan(spec)
-    except batch.BatchError as exc:
-        field, _, message = str(exc).partition(": ")
-        field = {"selection": "charts", "second group": "with_charts"}.get(field, field.lstrip("-").replace("-", "_"))
-        raise ServiceError(field or "modes", message or str(exc)) from exc
-    run = batch.create_run(spec, owner=user)
-    try:
-        distributed.start(run)
-    except batch.BatchError as exc:  # checked above; a chart deleted meanwhile
-        raise ServiceError("charts", str(exc)) from exc
-    run.refresh_from_db()
-    return run

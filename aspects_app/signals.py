@@ -5,21 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import connections
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
-from .cache import result_cache
 from .models import Chart
+from .results import forget_cached
 from .timing import time_query
 
 
 @receiver(post_delete, sender=Chart)
 def forget_cached_results(sender: type[Chart], instance: Chart, **kwargs: Any) -> None:
     # Persisted rows go by cascade; cached ones are keyed by the positions hash.
-    doomed = instance.positions_hash
-    transaction.on_commit(lambda: result_cache().invalidate(doomed))
+    forget_cached(instance.positions_hash)
 
 
 @receiver(connection_created)

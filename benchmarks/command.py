@@ -61,7 +61,7 @@ def main() -> None:
         f" {demo_rate / positions_rate:.2f}x)"
     )
 
-    population = batch.load_population(list(Chart.objects.order_by("pk").values_list("pk", flat=True)), "all")
+    population = batch.load_population(list(Chart.objects.order_by("pk").values_list("pk", flat=True)), "group_a")
     engine = MemoryOptimizedVectorizedCalculator(backend="numpy")
     start = time.perf_counter()
     engine.top_k(population.longitudes, k=10, exclude_self=True, points=population.points)

@@ -535,9 +535,9 @@ def crash_on_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], N
     real = batch.BatchJob.compute_block
     calls: list[int] = []
 
-    def crashing(self: batch.BatchJob, mode: str, a: Any, b: Any, rows: slice, writer: Any) -> tuple[int, int, int]:
-        result = real(self, mode, a, b, rows, writer)
-        calls.append(rows.start)
+    def crashing(self: batch.BatchJob, mode: str, block: batch.Block, writer: Any) -> batch.BlockResult:
+        result = real(self, mode, block, writer)
+        calls.append(block.rows.start)
         if len(calls) == call:
             raise RuntimeError("simulated crash")
         return result
@@ -552,9 +552,9 @@ def stop_after_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[],
     real = batch.BatchJob.compute_block
     calls: list[int] = []
 
-    def interrupted(self: batch.BatchJob, mode: str, a: Any, b: Any, rows: slice, writer: Any) -> tuple[int, int, int]:
-        result = real(self, mode, a, b, rows, writer)
-        calls.append(rows.start)
+    def interrupted(self: batch.BatchJob, mode: str, block: batch.Block, writer: Any) -> batch.BlockResult:
+        result = real(self, mode, block, writer)
+        calls.append(block.rows.start)
         if len(calls) == call:
             # Never deliver SIGINT without the command's handler: it would abort the whole test session.
             assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler, "no SIGINT handler installed"

@@ -24,7 +24,7 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from aspects_app import distributed, services
+from aspects_app import distributed, jobs, services
 from aspects_app.engine import MemoryOptimizedVectorizedCalculator
 from aspects_app.models import AspectResult, BatchBlock, BatchRun, Chart, Match
 from project.celery import worker_command
@@ -258,12 +258,10 @@ def test_bad_job_requests_are_400_naming_the_field(django_user_model: Any) -> No
 
 
 def test_a_block_delivered_twice_is_written_once() -> None:
-    from aspects_app import batch
-
     charts = make_charts(40, seed=6)
-    spec = batch.JobSpec(modes=["top-k"], group_a=[c.pk for c in charts], k=4, backend="numpy", chunk_size=1)
-    run = batch.create_run(spec)
-    distributed.start(run, queue=QUEUE)  # enqueued; no worker runs in this test
+    spec = jobs.JobSpec(modes=["top-k"], group_a=[c.pk for c in charts], k=4, backend="numpy", chunk_size=1)
+    run = jobs.create(spec, distributed=True)
+    jobs.start(run, queue=QUEUE)  # enqueued; no worker runs in this test
     assert distributed.run_block(run.pk, "top-k", 0, 16) == "done"
     assert distributed.run_block(run.pk, "top-k", 0, 16) == "duplicate"
     assert Match.objects.count() == 16 * 4

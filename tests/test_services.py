@@ -10,11 +10,12 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.test import override_settings
 
-from aspects_app import ephemeris, services
+from aspects_app import ephemeris, results, services
 from aspects_app.engine import ENGINE_VERSION, AspectConfig, MemoryOptimizedVectorizedCalculator
 from aspects_app.engine.aspects import KERYKEION_ALL_ORBS, KERYKEION_DEFAULT_ORBS, STANDARD_POINTS
+from aspects_app.engine.errors import FieldError
 from aspects_app.models import AspectResult, Chart
-from aspects_app.services import ChartInput, ServiceError
+from aspects_app.services import ChartInput
 
 from .conftest import PLANETS, ChartFactory
 
@@ -120,7 +121,7 @@ def test_bulk_create_mixes_birth_data_and_given_positions(alice: Any, monkeypatc
 )
 def test_bad_birth_data_is_a_service_error_and_creates_nothing(alice: Any, change: dict[str, Any], field: str) -> None:
     bad = ChartInput(**{**BERLIN_1979.__dict__, **change})
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.create_charts(alice, [BERLIN_1979, bad])
     assert info.value.field == field
     assert Chart.objects.count() == 0
@@ -184,7 +185,7 @@ def test_synastry_result_is_persisted_then_served_per_ordered_pair(make_chart: C
 def test_synastry_needs_the_same_points(make_chart: ChartFactory) -> None:
     a = make_chart()
     b = make_chart(points=["Sun", "Moon"], longitudes=[1.0, 2.0])
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.synastry_aspects(a, b, services.aspect_config())
     assert info.value.field == "chart_b"
     assert AspectResult.objects.count() == 0
@@ -283,7 +284,7 @@ def test_update_chart_recomputes_positions_from_new_birth_data() -> None:
 def test_update_chart_with_incomplete_birth_data_fails_without_saving(make_chart: ChartFactory) -> None:
     chart = make_chart(name="positions only")
     services.natal_aspects(chart, services.aspect_config())
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.update_chart(chart, ChartInput(name="x", latitude=10.0), ["name", "latitude"])
     assert info.value.field == "birth_datetime"
     stored = Chart.objects.get(pk=chart.pk)
@@ -294,8 +295,8 @@ def test_update_chart_with_incomplete_birth_data_fails_without_saving(make_chart
 def test_invalidate_results_counts_what_it_deleted(make_chart: ChartFactory) -> None:
     x, y, z = make_chart(), make_chart(), make_chart()
     _fill_results(x, y, z)
-    assert services.invalidate_results(x) == 3
-    assert services.invalidate_results(x) == 0
+    assert results.invalidate_results(x) == 3
+    assert results.invalidate_results(x) == 0
     assert AspectResult.objects.count() == 2
 
 
@@ -338,7 +339,7 @@ def test_aspect_config_default_follows_settings() -> None:
     ],
 )
 def test_aspect_config_bad_values_name_the_field(orbs: Any, aspects: Any, field: str) -> None:
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.aspect_config(orbs, aspects)
     assert info.value.field == field
     assert info.value.message
@@ -390,14 +391,14 @@ def test_scores_keep_the_requested_order_and_duplicates(people: list[Chart]) -> 
 
 def test_scores_errors(people: list[Chart], make_chart: ChartFactory) -> None:
     config = services.aspect_config()
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.scores(people[0], people[1:3], "astrology", config)
     assert info.value.field == "method"
     odd = make_chart(points=["Sun", "Moon"], longitudes=[1.0, 2.0])
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.scores(people[0], [odd], "discepolo", config)
     assert info.value.field == "charts"
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.scores(people[0], [], "discepolo", config)
     assert info.value.field == "charts"
 
@@ -448,12 +449,12 @@ def test_estimate_and_its_errors() -> None:
     plan = services.estimate(1000, 500, 10, "synastry", "discepolo", 256.0)
     assert plan["memory_savings_percent"] > 0
     assert plan["chunk_rows"] >= 1
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.estimate(1000, 500, 10, "scores", "astrology", 256.0)
     assert info.value.field == "method"
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.estimate(1000, 500, 10, "sorting", "discepolo", 256.0)
     assert info.value.field == "operation"
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(FieldError) as info:
         services.estimate(0, 500, 10, "synastry", "discepolo", 256.0)
     assert info.value.field == "num_charts1"

@@ -1,8 +1,8 @@
-"""Thin DRF views: validate, call :mod:`aspects_app.services`, render."""
+"""Thin DRF views: validate, call one owner (:mod:`aspects_app.services` for request-time work,
+:mod:`aspects_app.jobs` for batch runs), render."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,8 +22,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import distributed, metrics, services
-from ..conf import get_config
+from .. import jobs, services
+from ..engine.errors import FieldError
 from ..models import BatchRun, Chart
 from . import serializers as s
 from .throttling import ComputeRateThrottle
@@ -31,10 +31,13 @@ from .throttling import ComputeRateThrottle
 
 @contextmanager
 def service_errors() -> Iterator[None]:
-    """A service's ValueError becomes a 400 naming the offending field."""
+    """An owner's FieldError becomes a 400 naming the offending field; a chart or job the caller may not see
+    becomes a 404 (the same whether it exists or not)."""
     try:
         yield
-    except services.ServiceError as exc:
+    except (services.ChartNotFound, jobs.JobNotFound) as exc:
+        raise NotFound(f"{exc.field}: {exc.message}") from exc
+    except FieldError as exc:
         raise ValidationError({exc.field: [exc.message]}) from exc
 
 
@@ -108,7 +111,7 @@ class ChartViewSet(viewsets.ModelViewSet):
     filterset_class = ChartFilter
 
     def get_queryset(self) -> QuerySet[Chart]:
-        return Chart.objects.visible_to(self.request.user).select_related("owner")
+        return services.visible_charts(self.request.user).select_related("owner")
 
     def get_throttles(self) -> list[Any]:
         if self.action in ("natal", "scores", "matches"):
@@ -167,15 +170,9 @@ class ChartViewSet(viewsets.ModelViewSet):
         body = s.ScoresRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         chart = self.get_object()
-        ids = body.validated_data["charts"]
-        found = {c.pk: c for c in Chart.objects.visible_to(request.user).filter(pk__in=ids)}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise ValidationError({"charts": [f"unknown or not visible: {missing}"]})
         with service_errors():
-            values = services.scores(
-                chart, [found[i] for i in ids], body.validated_data["method"], _config(body.validated_data)
-            )
+            others = services.visible_charts_by_id(request.user, body.validated_data["charts"], "charts")
+            values = services.scores(chart, others, body.validated_data["method"], _config(body.validated_data))
         return Response({"chart": chart.pk, "method": body.validated_data["method"], "scores": values})
 
     @extend_schema(
@@ -192,13 +189,9 @@ class ChartViewSet(viewsets.ModelViewSet):
         query = s.MatchesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         chart = self.get_object()
-        limit = get_config()["MAX_MATCH_CANDIDATES"]
-        visible = Chart.objects.visible_to(request.user).exclude(pk=chart.pk)
-        candidates = list(visible.only("id", "points", "longitudes")[: limit + 1])
-        if len(candidates) > limit:
-            raise ValidationError({"k": [f"more than {limit} candidates; use manage.py compute_aspects for this"]})
         k, method = query.validated_data["k"], query.validated_data["method"]
         with service_errors():
+            candidates = services.match_candidates(request.user, chart)
             best = services.top_matches(chart, candidates, k, method, _config(query.validated_data))
         return Response({"chart": chart.pk, "method": method, "k": k, "matches": best})
 
@@ -213,15 +206,9 @@ class SynastryView(APIView):
     def get(self, request: Request) -> Response:
         query = s.SynastryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        visible = Chart.objects.visible_to(request.user)
-        charts = {
-            c.pk: c for c in visible.filter(pk__in=[query.validated_data["chart_a"], query.validated_data["chart_b"]])
-        }
-        for field in ("chart_a", "chart_b"):
-            if query.validated_data[field] not in charts:
-                raise NotFound(f"{field}: no such chart, or not visible")
-        a, b = charts[query.validated_data["chart_a"]], charts[query.validated_data["chart_b"]]
         with service_errors():
+            a = services.visible_chart(request.user, query.validated_data["chart_a"], "chart_a")
+            b = services.visible_chart(request.user, query.validated_data["chart_b"], "chart_b")
             result = services.synastry_aspects(a, b, _config(query.validated_data))
         return Response({"chart_a": a.pk, "chart_b": b.pk, **_aspects_response(result)})
 
@@ -266,7 +253,7 @@ class EstimateView(APIView):
                 data["num_planets"],
                 data["operation"],
                 data["method"],
-                data.get("working_memory_mb") or float(get_config()["WORKING_MEMORY_MB"]),
+                data.get("working_memory_mb"),
             )
         return Response(plan)
 
@@ -285,11 +272,8 @@ class MetricsPermission(permissions.BasePermission):
     """Staff, or a caller presenting ``ASPECTS["METRICS_TOKEN"]`` as a bearer token (a Prometheus scraper)."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        token = get_config()["METRICS_TOKEN"]
         header = request.headers.get("Authorization", "")
-        if token and header.startswith("Bearer ") and secrets.compare_digest(header[7:], str(token)):
-            return True
-        return bool(request.user and request.user.is_staff)
+        return services.may_read_metrics(request.user, header[7:] if header.startswith("Bearer ") else None)
 
 
 class PrometheusRenderer(BaseRenderer):
@@ -309,7 +293,7 @@ class MetricsView(APIView):
 
     @extend_schema(responses={(200, "text/plain"): str})
     def get(self, request: Request) -> HttpResponse:
-        body, content_type = metrics.exposition()
+        body, content_type = services.metrics_exposition()
         return HttpResponse(body, content_type=content_type)
 
 
@@ -335,26 +319,20 @@ class JobViewSet(viewsets.ViewSet):
     def get_throttles(self) -> list[Any]:
         return [ComputeRateThrottle()] if self.action == "create" else super().get_throttles()
 
-    def _runs(self, request: Request) -> QuerySet[BatchRun]:
-        runs = BatchRun.objects.filter(parameters__has_key="distributed")
-        return runs if request.user.is_staff else runs.filter(owner=request.user)
-
     def _get(self, request: Request, pk: str | None) -> BatchRun:
-        run = self._runs(request).filter(pk=pk).first() if str(pk).isdigit() else None
-        if run is None:
-            raise NotFound("no such job")
-        return run
+        with service_errors():
+            return jobs.visible_job(request.user, pk)
 
     def _body(self, request: Request, run: BatchRun) -> dict[str, Any]:
         url = request.build_absolute_uri(reverse("aspects_api:job-detail", args=[run.pk]))
         links = {"self": url}
         if run.status == BatchRun.Status.DONE and "top-k" in run.mode.split(","):
             links["matches"] = request.build_absolute_uri(reverse("aspects_api:chart-list")) + "{id}/matches/"
-        return {**distributed.describe(run), "links": links}
+        return {**jobs.describe(run), "links": links}
 
     @extend_schema(responses=s.JobSerializer(many=True))
     def list(self, request: Request) -> Response:
-        return Response([self._body(request, run) for run in self._runs(request).order_by("-pk")[:100]])
+        return Response([self._body(request, run) for run in jobs.visible_jobs(request.user).order_by("-pk")[:100]])
 
     @extend_schema(request=s.JobRequestSerializer, responses={202: s.JobSerializer})
     def create(self, request: Request) -> Response:
@@ -362,7 +340,7 @@ class JobViewSet(viewsets.ViewSet):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         with service_errors():
-            run = services.create_job(
+            run = jobs.submit(
                 request.user,
                 data["modes"],
                 data.get("charts"),
@@ -384,5 +362,5 @@ class JobViewSet(viewsets.ViewSet):
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         """Cancel the job: blocks not yet computed are skipped (what is stored stays)."""
         run = self._get(request, pk)
-        distributed.cancel(run)
+        jobs.cancel(run)
         return Response(self._body(request, run), status=status.HTTP_202_ACCEPTED)

@@ -7,10 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from aspects_app import batch, services
-from aspects_app.cache import result_cache
-from aspects_app.conf import get_config
-from aspects_app.models import AspectResult, Chart
+from aspects_app import jobs, services
+from aspects_app.engine.errors import FieldError
 
 
 class Command(BaseCommand):
@@ -31,17 +29,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
-        if action == "stats":
-            self._stats(options["json"])
-        elif action == "clear":
-            self._clear(options["chart"], options["persisted"])
-        else:
-            self._warm(options["ids"], options["owner"], options["orbs"])
+        try:
+            if action == "stats":
+                self._stats(options["json"])
+            elif action == "clear":
+                self._clear(options["chart"], options["persisted"])
+            else:
+                self._warm(options["ids"], options["owner"], options["orbs"])
+        except FieldError as exc:
+            name = "--ids" if exc.field == "group_a" else f"--{exc.field}"
+            raise CommandError(f"{name}: {exc.message}") from exc
 
     def _stats(self, as_json: bool) -> None:
-        stats = result_cache().stats()
-        stats["shared"]["server"] = _server_stats(get_config()["CACHE_ALIAS"])
-        stats["database"] = {kind: AspectResult.objects.filter(kind=kind).count() for kind in AspectResult.Kind.values}
+        stats = services.cache_stats()
         if as_json:
             self.stdout.write(json.dumps(stats, indent=2, default=str))
             return
@@ -57,17 +57,11 @@ class Command(BaseCommand):
         self.stdout.write("database: " + ", ".join(f"{k} {v}" for k, v in stats["database"].items()))
 
     def _clear(self, chart_id: int | None, persisted: bool) -> None:
-        cache = result_cache()
         if chart_id is None:
-            cache.clear()
-            deleted = AspectResult.objects.all().delete()[0] if persisted else 0
+            deleted = services.clear_cache(persisted)
             self.stdout.write(f"cleared every cached result; {deleted} stored rows deleted")
             return
-        chart = Chart.objects.filter(pk=chart_id).first()
-        if chart is None:
-            raise CommandError(f"--chart: no chart {chart_id}")
-        forgotten = cache.invalidate(chart.positions_hash)
-        deleted = services.invalidate_results(chart) if persisted else 0
+        forgotten, deleted = services.forget_chart(chart_id, persisted)
         self.stdout.write(f"chart {chart_id}: {forgotten} cached entries forgotten, {deleted} stored rows deleted")
 
     def _warm(self, ids: str | None, owner: str | None, orbs: str | None) -> None:
@@ -76,29 +70,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--ids: expected comma-separated integers, got {ids!r}") from exc
         try:
-            config = services.aspect_config(json.loads(orbs) if orbs and orbs.lstrip().startswith("{") else orbs)
-            chart_ids = batch.Selection(ids=parsed, owner=owner).resolve("selection")
-            warmed = services.warm_natal(chart_ids, config)
-        except (batch.BatchError, services.ServiceError, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+            parsed_orbs = json.loads(orbs) if orbs and orbs.lstrip().startswith("{") else orbs
+        except ValueError as exc:
+            raise CommandError(f"--orbs: not valid JSON ({exc})") from exc
+        config = services.aspect_config(parsed_orbs)
+        chart_ids = jobs.Selection(ids=parsed, owner=owner).resolve("group_a")
+        warmed = services.warm_natal(chart_ids, config)
         self.stdout.write(f"warmed {warmed['computed']} natal results ({warmed['cached']} were already cached)")
-
-
-def _server_stats(alias: str) -> dict[str, Any] | None:
-    """Redis INFO figures of the shared cache, when it is Redis and answers."""
-    try:
-        from django_redis import get_redis_connection
-
-        connection = get_redis_connection(alias)
-        info = connection.info()
-        policy = connection.config_get("maxmemory-policy")
-    except Exception:
-        return None
-    return {
-        "keyspace_hits": info.get("keyspace_hits"),
-        "keyspace_misses": info.get("keyspace_misses"),
-        "evicted_keys": info.get("evicted_keys"),
-        "used_memory": info.get("used_memory"),
-        "maxmemory": info.get("maxmemory"),
-        "maxmemory_policy": policy.get("maxmemory-policy"),
-    }

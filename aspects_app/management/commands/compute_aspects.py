@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -16,13 +16,47 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
-from aspects_app import batch, demo_data, distributed, services
+from aspects_app import demo_data, jobs
 from aspects_app.conf import get_config
 from aspects_app.engine.backend import BACKEND_NAMES
+from aspects_app.engine.errors import FieldError
 from aspects_app.engine.scoring import SCORE_METHODS
 from aspects_app.models import BatchRun, Chart
 
-DEMO_BATCH = 5000  # charts per ephemeris call and bulk insert
+# The spec's fields as this command names them (its flags, or the group they select).
+FLAGS = {"group_a": "selection", "group_b": "second group", "modes": "--mode", "k": "-k", "file_format": "--format"}
+# Options a resumed run takes from its own parameters instead.
+RUN_PARAMETERS = (
+    "mode",
+    "ids",
+    "owner",
+    "changed_since",
+    "with_ids",
+    "with_owner",
+    "with_changed_since",
+    "orbs",
+    "aspects",
+    "demo",
+    "backend",
+    "working_memory_mb",
+    "chunk_size",
+    "format",
+)
+
+
+def flag(field: str) -> str:
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+@contextmanager
+def command_errors() -> Iterator[None]:
+    """An owner's errors as CommandErrors, fields named by their flags."""
+    try:
+        yield
+    except FieldError as exc:
+        raise CommandError(f"{flag(exc.field)}: {exc.message}") from exc
+    except jobs.BatchError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 class Command(BaseCommand):
@@ -36,7 +70,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--mode",
             action="append",
-            choices=batch.MODES,
+            choices=jobs.MODES,
             help="natal, synastry, scores or top-k; repeat for several (run in the order given).",
         )
         group = parser.add_argument_group("selection (group A; default: all charts)")
@@ -60,7 +94,7 @@ class Command(BaseCommand):
         compute.add_argument("--chunk-size", type=int, help="Rows per engine chunk, overriding the budget.")
         output = parser.add_argument_group("output")
         output.add_argument("--output", default="db", help='"db" (default) or a file path (.jsonl, .csv, .npz).')
-        output.add_argument("--format", choices=batch.FORMATS, help="File format (default: from the extension).")
+        output.add_argument("--format", choices=jobs.FORMATS, help="File format (default: from the extension).")
         actions = parser.add_argument_group("actions")
         actions.add_argument("--estimate", action="store_true", help="Print the memory plan and a time estimate.")
         actions.add_argument("--demo", type=int, metavar="N", help="First create N demo charts (seeded, idempotent).")
@@ -75,72 +109,59 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.verbosity = int(options["verbosity"])
-        if options["cancel"] is not None:
-            self._cancel(options["cancel"])
-            return
-        if options["resume"] is not None:
-            self._refuse_with_resume(options)
-            run = BatchRun.objects.filter(pk=options["resume"]).first()
-            if run is None:
-                raise CommandError(f"--resume: no batch run {options['resume']}")
-            if run.status == BatchRun.Status.DONE:
-                raise CommandError(f"--resume: run {run.pk} is already done")
-            if "distributed" in run.parameters:
-                self._distribute(run, options)
+        self.show_progress = self.verbosity > 0 and not options["no_progress"]
+        with command_errors():
+            if options["cancel"] is not None:
+                self._cancel(options["cancel"])
+            elif options["resume"] is not None:
+                self._resume(options)
             else:
-                self._execute(run, options)
-            return
+                self._new_run(options)
+
+    # -- the three ways in -------------------------------------------------------------------------------------
+
+    def _cancel(self, run_id: int) -> None:
+        run = jobs.find_run(run_id, "cancel")
+        if not jobs.cancel(run):
+            raise CommandError(f"--cancel: run {run_id} is already {run.status}")
+        self.stdout.write(f"run {run_id} cancelled; its queued blocks will be skipped")
+
+    def _resume(self, options: dict[str, Any]) -> None:
+        self._refuse_with_resume(options)
+        run = jobs.resumable(options["resume"])
+        if jobs.is_distributed(run):
+            self._distribute(run, options)
+        else:
+            self._execute(run)
+
+    def _new_run(self, options: dict[str, Any]) -> None:
         if options["demo"] is not None:
             self._create_demo(options["demo"], options["seed"])
         if not options["mode"]:
             if options["demo"] is not None:
                 return
-            raise CommandError("--mode: give at least one of " + ", ".join(batch.MODES))
+            raise CommandError("--mode: give at least one of " + ", ".join(jobs.MODES))
         spec = self._spec(options)
-        try:
-            batch.check_plan(spec)
-        except batch.BatchError as exc:
-            raise CommandError(str(exc)) from exc
         if options["estimate"]:
-            self._print_estimate(spec)
+            self._print_estimate(jobs.estimate(spec))
             return
+        run = jobs.create(spec, distributed=options["distributed"])
         if options["distributed"]:
-            if spec.output != "db":
-                raise CommandError("--distributed writes into the database: drop --output")
-            self._distribute(batch.create_run(spec), options)
-            return
-        self._execute(batch.create_run(spec), options)
+            self._distribute(run, options)
+        else:
+            self._execute(run)
 
     # -- options -----------------------------------------------------------------------------------------------
 
     def _refuse_with_resume(self, options: dict[str, Any]) -> None:
-        conflicting = [
-            name
-            for name in (
-                "mode",
-                "ids",
-                "owner",
-                "changed_since",
-                "with_ids",
-                "with_owner",
-                "with_changed_since",
-                "orbs",
-                "aspects",
-                "demo",
-                "backend",
-                "working_memory_mb",
-                "chunk_size",
-                "format",
-            )
-            if options.get(name)
-        ]
+        conflicting = [name for name in RUN_PARAMETERS if options.get(name)]
         if options["estimate"] or options["with_all"] or options["output"] != "db" or options["distributed"]:
             conflicting.append("estimate/with-all/output/distributed")
         if conflicting:
             names = ", ".join("--" + n.replace("_", "-") for n in conflicting)
             raise CommandError(f"--resume takes the run's own parameters; drop {names}")
 
-    def _spec(self, options: dict[str, Any]) -> batch.JobSpec:
+    def _spec(self, options: dict[str, Any]) -> jobs.JobSpec:
         settings = get_config()
         group_a = self._selection(options["ids"], options["owner"], options["changed_since"], "")
         with_any = any(options[n] for n in ("with_ids", "with_owner", "with_changed_since")) or options["with_all"]
@@ -149,27 +170,23 @@ class Command(BaseCommand):
             if with_any
             else None
         )
-        chunk_size = options["chunk_size"]
         budget = options["working_memory_mb"]
-        try:
-            return batch.JobSpec(
-                modes=list(dict.fromkeys(options["mode"])),
-                group_a=group_a.resolve("selection"),
-                group_b=None if group_b is None else group_b.resolve("second group"),
-                orbs=self._orbs(options["orbs"]),
-                aspects=None if options["aspects"] is None else options["aspects"].split(","),
-                method=options["method"],
-                k=options["k"],
-                backend=options["backend"] or settings["BACKEND"],
-                working_memory_mb=float(settings["WORKING_MEMORY_MB"] if budget is None else budget),
-                chunk_size=chunk_size,
-                output=options["output"],
-                file_format=options["format"],
-            )
-        except batch.BatchError as exc:
-            raise CommandError(str(exc)) from exc
+        return jobs.JobSpec(
+            modes=list(dict.fromkeys(options["mode"])),
+            group_a=group_a.resolve("group_a"),
+            group_b=None if group_b is None else group_b.resolve("group_b"),
+            orbs=self._orbs(options["orbs"]),
+            aspects=None if options["aspects"] is None else options["aspects"].split(","),
+            method=options["method"],
+            k=options["k"],
+            backend=options["backend"] or settings.backend,
+            working_memory_mb=float(settings.working_memory_mb if budget is None else budget),
+            chunk_size=options["chunk_size"],
+            output=options["output"],
+            file_format=options["format"],
+        )
 
-    def _selection(self, ids: str | None, owner: str | None, since: str | None, prefix: str) -> batch.Selection:
+    def _selection(self, ids: str | None, owner: str | None, since: str | None, prefix: str) -> jobs.Selection:
         parsed_ids = None
         if ids is not None:
             try:
@@ -187,7 +204,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--{prefix}changed-since: give a UTC offset, e.g. {since}+00:00")
         if owner is not None and not Chart.objects.filter(owner__username=owner).exists():
             raise CommandError(f"--{prefix}owner: no charts owned by {owner!r}")
-        return batch.Selection(ids=parsed_ids, owner=owner, changed_since=moment)
+        return jobs.Selection(ids=parsed_ids, owner=owner, changed_since=moment)
 
     @staticmethod
     def _orbs(value: str | None) -> str | dict[str, float] | None:
@@ -206,24 +223,14 @@ class Command(BaseCommand):
     def _create_demo(self, count: int, seed: int) -> None:
         if count < 1:
             raise CommandError(f"--demo: must be at least 1, got {count}")
-        wanted = demo_data.demo_charts(count, seed)
-        existing = set(
-            Chart.objects.filter(name__startswith=f"{demo_data.NAME_PREFIX}-{seed}-").values_list("name", flat=True)
-        )
-        missing = [chart for chart in wanted if chart.name not in existing]
         start = time.perf_counter()
-        for first in range(0, len(missing), DEMO_BATCH):
-            services.create_charts(None, missing[first : first + DEMO_BATCH])
+        created = demo_data.create_demo_charts(count, seed)
         seconds = time.perf_counter() - start
         if self.verbosity:
-            rate = f" ({len(missing) / seconds:,.0f} charts/s)" if missing and seconds > 0 else ""
-            self.stdout.write(f"demo charts: {len(missing):,} created{rate}, {count - len(missing):,} already present")
+            rate = f" ({created / seconds:,.0f} charts/s)" if created and seconds > 0 else ""
+            self.stdout.write(f"demo charts: {created:,} created{rate}, {count - created:,} already present")
 
-    def _print_estimate(self, spec: batch.JobSpec) -> None:
-        try:
-            report = batch.calibrate(spec)
-        except batch.BatchError as exc:
-            raise CommandError(str(exc)) from exc
+    def _print_estimate(self, report: dict[str, Any]) -> None:
         self.stdout.write(f"backend: {report['backend']}")
         for mode, plan in report["modes"].items():
             self.stdout.write(
@@ -233,10 +240,12 @@ class Command(BaseCommand):
                 f" ~{plan['estimated_seconds']:,.1f} s at {plan['units_per_second']:,.0f} units/s"
             )
 
-    def _execute(self, run: BatchRun, options: dict[str, Any]) -> None:
-        show_progress = self.verbosity > 0 and not options["no_progress"]
+    def _progress_bar(self, total: int, desc: str | None = None) -> Any:
         stream = getattr(self.stderr, "_out", sys.stderr)  # tqdm needs the raw stream, not Django's wrapper
-        bar = tqdm(total=0, unit="pair", unit_scale=True, file=stream, disable=not show_progress, desc=run.mode)
+        return tqdm(total=total, unit="pair", unit_scale=True, file=stream, disable=not self.show_progress, desc=desc)
+
+    def _execute(self, run: BatchRun) -> None:
+        bar = self._progress_bar(0, run.mode)
 
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -244,18 +253,15 @@ class Command(BaseCommand):
 
         with self._stop_on_signals() as stop:
             try:
-                job = batch.BatchJob(run, progress=progress, should_stop=stop)
-                summary = job.execute()
-            except batch.BatchInterrupted as exc:
+                summary = jobs.run_here(run, progress=progress, should_stop=stop)
+            except jobs.BatchInterrupted as exc:
                 raise CommandError(f"{exc}; continue with --resume {run.pk}") from exc
-            except batch.BatchError as exc:
-                raise CommandError(str(exc)) from exc
             finally:
                 bar.close()
         self._print_summary(summary)
 
     @contextmanager
-    def _stop_on_signals(self) -> Iterator[Any]:
+    def _stop_on_signals(self) -> Iterator[Callable[[], bool]]:
         """Ctrl-C or SIGTERM asks the job to stop after its current block (a second Ctrl-C stops at once)."""
         requested: list[int] = []
 
@@ -277,22 +283,16 @@ class Command(BaseCommand):
 
     def _distribute(self, run: BatchRun, options: dict[str, Any]) -> None:
         try:
-            enqueued = distributed.start(run, options["queue"])
-        except batch.BatchError as exc:
-            raise CommandError(str(exc)) from exc
-        except Exception as exc:  # the broker is down or unreachable
-            distributed.fail(run.pk, f"enqueueing failed: {exc}")
-            raise CommandError(
-                f"could not enqueue run {run.pk} ({exc}); --resume {run.pk} when the broker is up"
-            ) from exc
-        queue = run.parameters["distributed"]["queue"]
+            enqueued = jobs.start(run, options["queue"])
+        except jobs.EnqueueFailed as exc:
+            raise CommandError(f"{exc}; --resume {run.pk} when the broker is up") from exc
         if self.verbosity:
-            self.stdout.write(f"run {run.pk}: {enqueued} blocks enqueued on {queue!r}")
-        if options["no_wait"]:
-            return
-        show_progress = self.verbosity > 0 and not options["no_progress"]
-        stream = getattr(self.stderr, "_out", sys.stderr)
-        bar = tqdm(total=run.progress_total, unit="pair", unit_scale=True, file=stream, disable=not show_progress)
+            self.stdout.write(f"run {run.pk}: {enqueued} blocks enqueued on {run.parameters['distributed']['queue']!r}")
+        if not options["no_wait"]:
+            self._follow(run)
+
+    def _follow(self, run: BatchRun) -> None:
+        bar = self._progress_bar(run.progress_total)
         start = time.perf_counter()
         try:
             while True:
@@ -317,15 +317,7 @@ class Command(BaseCommand):
                 )
             )
 
-    def _cancel(self, run_id: int) -> None:
-        run = BatchRun.objects.filter(pk=run_id).first()
-        if run is None:
-            raise CommandError(f"--cancel: no batch run {run_id}")
-        if not distributed.cancel(run):
-            raise CommandError(f"--cancel: run {run_id} is already {run.status}")
-        self.stdout.write(f"run {run_id} cancelled; its queued blocks will be skipped")
-
-    def _print_summary(self, summary: batch.Summary) -> None:
+    def _print_summary(self, summary: jobs.Summary) -> None:
         if not self.verbosity:
             return
         run = BatchRun.objects.get(pk=summary.run_id)

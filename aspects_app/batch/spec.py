@@ -1,0 +1,151 @@
+"""What a batch run computes: the job spec (stored with the run so that it can be resumed) and the selection of
+charts it runs over. Bad values raise :class:`FieldError` on the spec's field; the job API and the command name
+the field their own way."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.db.models import QuerySet
+
+from .. import services
+from ..engine import AspectConfig, MemoryOptimizedVectorizedCalculator
+from ..engine.errors import FieldError
+from ..models import Chart, id_batches
+
+MODES: tuple[str, ...] = ("natal", "synastry", "scores", "top-k")
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "npz")
+# The engine's name of each mode's operation (memory plans).
+OPERATIONS: dict[str, str] = {"natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k"}
+
+
+class BatchError(ValueError):
+    """A run that cannot go on as it stands (already done, its charts deleted meanwhile)."""
+
+
+@dataclass
+class Selection:
+    """Which charts: explicit ids, an owner's, changed since a moment, or all (ids ascending)."""
+
+    ids: list[int] | None = None
+    owner: str | None = None
+    changed_since: datetime | None = None
+
+    def queryset(self) -> QuerySet[Chart]:
+        charts = Chart.objects.all()
+        if self.ids is not None:
+            charts = charts.filter(pk__in=self.ids)
+        if self.owner is not None:
+            charts = charts.filter(owner__username=self.owner)
+        if self.changed_since is not None:
+            charts = charts.filter(updated_at__gte=self.changed_since)
+        return charts.order_by("pk")
+
+    def resolve(self, field: str) -> list[int]:
+        """The selected ids, ascending; an empty selection or an unknown id is a :class:`FieldError` on ``field``."""
+        if self.ids is not None:
+            found: set[int] = set()
+            for batch in id_batches(self.ids):
+                narrowed = Selection(list(batch), self.owner, self.changed_since)
+                found.update(narrowed.queryset().values_list("pk", flat=True))
+            missing = sorted(set(self.ids) - found)
+            if missing:
+                raise FieldError(field, f"unknown chart ids (or outside the other filters): {missing[:20]}")
+            return sorted(found)
+        ids = list(self.queryset().values_list("pk", flat=True))
+        if not ids:
+            raise FieldError(field, "the selection is empty")
+        return ids
+
+
+@dataclass
+class JobSpec:
+    """Everything a run needs to be repeated or resumed; stored in ``BatchRun.parameters``."""
+
+    modes: list[str]
+    group_a: list[int]
+    group_b: list[int] | None = None  # None: pairs within group A
+    orbs: str | dict[str, float] | None = None
+    aspects: list[str] | None = None
+    method: str = "discepolo"
+    k: int = 10
+    backend: str = "auto"
+    working_memory_mb: float = 256.0
+    chunk_size: int | None = None
+    output: str = "db"  # "db" or a file path
+    file_format: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_modes()
+        if self.output != "db":
+            self._check_file_output()
+        elif "scores" in self.modes:
+            raise FieldError("output", "--mode scores writes a dense matrix: give --output PATH.npz (or .csv / .jsonl)")
+        self._check_sizes()
+        self.config()  # validate orbs and aspects now, not after the first block
+
+    def _check_modes(self) -> None:
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise FieldError("modes", f"unknown or missing mode(s) {unknown}; choose from {', '.join(MODES)}")
+
+    def _check_file_output(self) -> None:
+        self.file_format = self.file_format or Path(self.output).suffix.lstrip(".").lower()
+        if self.file_format not in FORMATS:
+            raise FieldError("file_format", f"unknown output format {self.file_format!r}; use {', '.join(FORMATS)}")
+        if len(self.modes) > 1:
+            raise FieldError("output", "a file takes one mode; run the command once per mode")
+        if self.file_format == "npz" and self.modes != ["scores"]:
+            raise FieldError("file_format", "npz holds dense score matrices: use it with --mode scores")
+        directory = Path(self.output).resolve().parent
+        if not directory.is_dir() or not os.access(directory, os.W_OK):
+            raise FieldError("output", f"cannot write into {directory}")
+
+    def _check_sizes(self) -> None:
+        if self.k < 1:
+            raise FieldError("k", f"must be at least 1, got {self.k}")
+        if not math.isfinite(self.working_memory_mb) or self.working_memory_mb <= 0:
+            raise FieldError("working_memory_mb", f"must be positive and finite, got {self.working_memory_mb}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise FieldError("chunk_size", f"must be at least 1, got {self.chunk_size}")
+
+    @property
+    def within_one_group(self) -> bool:
+        return self.group_b is None
+
+    def config(self) -> AspectConfig:
+        return services.aspect_config(self.orbs, self.aspects)
+
+    def to_parameters(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, Any]) -> JobSpec:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in parameters.items() if k in known})
+
+
+def check_plan(spec: JobSpec) -> None:
+    """Fail before anything is stored: charts whose points differ, or a budget that cannot hold one chart pair
+    of some mode (a :class:`FieldError` on the engine's argument, e.g. ``working_memory_mb``)."""
+    for field, ids in (("group_a", spec.group_a), ("group_b", spec.group_b or [])):
+        kinds: set[tuple[str, ...]] = set()
+        for batch in id_batches(ids):
+            points = Chart.objects.filter(pk__in=batch).values_list("points", flat=True).distinct()
+            kinds.update(tuple(p) for p in points)
+        if len(kinds) > 1:
+            raise FieldError(field, f"the selected charts have different points: {sorted(kinds)[:3]}")
+    first = Chart.objects.filter(pk=spec.group_a[0]).values_list("points", flat=True).first()
+    calc = MemoryOptimizedVectorizedCalculator(
+        config=spec.config(), backend="numpy", working_memory_mb=spec.working_memory_mb, chunk_size=spec.chunk_size
+    )
+    columns = len(spec.group_a if spec.group_b is None else spec.group_b)
+    for mode in spec.modes:
+        calc.estimate_memory_usage(
+            len(spec.group_a), columns, max(len(first or []), 1), OPERATIONS[mode], spec.method, points=first
+        )

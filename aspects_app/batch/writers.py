@@ -1,0 +1,244 @@
+"""Where a batch mode's results go: the database (through :mod:`aspects_app.results`), JSON Lines or CSV files,
+or a dense ``.npz`` score matrix. File writers write to a partial file that is renamed into place when the mode
+completes, and report their length after each block so that a resumed run cuts off what an interrupted block
+wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from django.db import transaction
+
+from .. import results
+from ..engine import AspectHits, TopK
+from ..engine.aspects import ASPECT_NAMES
+from ..engine.hits import MOVEMENTS
+from ..models import AspectResult, Match
+from .population import Block, Population
+from .spec import BatchError, JobSpec
+
+
+class Writer:
+    """Where a mode's results go; ``block()`` wraps one block's writes and its progress record."""
+
+    def block(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def write_hits(self, hits: AspectHits, block: Block, natal: bool) -> int:
+        raise BatchError("this output does not take aspect hits")
+
+    def write_scores(self, values: npt.NDArray[Any], block: Block) -> int:
+        raise BatchError("this output does not take score matrices")
+
+    def write_matches(self, best: TopK, block: Block) -> int:
+        raise BatchError("this output does not take matches")
+
+    def flush(self) -> int:
+        """Make the written data durable; returns the output's length to record (files)."""
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class DatabaseWriter(Writer):
+    """AspectResult rows (one per chart or pair, upserted) and Match lists (k rows per chart, replaced)."""
+
+    def __init__(self, config_hash: str, method: str, run_id: int | None) -> None:
+        self.config_hash = config_hash
+        self.method = method
+        self.run_id = run_id
+
+    def block(self) -> contextlib.AbstractContextManager[Any]:
+        return transaction.atomic()
+
+    def write_hits(self, hits: AspectHits, block: Block, natal: bool) -> int:
+        kind = AspectResult.Kind.NATAL if natal else AspectResult.Kind.SYNASTRY
+        rows, a, b = block.rows, block.a, block.b
+        width = len(b.ids)
+        parts = hits.split()
+        local_rows = range(rows.stop - rows.start)
+        if natal:
+            pairs = [(r, rows.start + r) for r in local_rows]
+        elif block.within_one_group:
+            pairs = [(r, c) for r in local_rows for c in range(rows.start + r + 1, width)]
+        else:
+            pairs = [(r, c) for r in local_rows for c in range(width)]
+        # A chart (pair) without aspects is stored too, so that it is known to have none.
+        empty = AspectHits.empty(hits.points, natal)
+        rows_out = []
+        for local, column in pairs:
+            picked = parts.get(local if natal else (local, column), empty)
+            partner = a.ids[column] if natal else b.ids[column]
+            rows_out.append(
+                results.result_row(
+                    kind,
+                    int(a.ids[rows.start + local]),
+                    int(partner),
+                    self.config_hash,
+                    picked.to_bytes(),
+                    len(picked),
+                )
+            )
+        return results.save_results(rows_out)
+
+    def write_matches(self, best: TopK, block: Block) -> int:
+        charts = block.a.ids[block.rows].tolist()
+        partners = block.b.ids[best.indices].tolist()
+        matches = [
+            Match(
+                chart_id=chart,
+                partner_id=partner,
+                rank=rank + 1,
+                score=float(score),
+                method=self.method,
+                config_hash=self.config_hash,
+                run_id=self.run_id,
+            )
+            for chart, row_partners, row_scores in zip(charts, partners, best.scores.tolist(), strict=True)
+            for rank, (partner, score) in enumerate(zip(row_partners, row_scores, strict=True))
+        ]
+        return results.replace_matches(charts, self.method, self.config_hash, matches)
+
+
+def _match_rows(best: TopK, block: Block) -> list[list[Any]]:
+    partners = block.b.ids[best.indices].tolist()
+    charts = block.a.ids[block.rows].tolist()
+    return [
+        [chart, rank + 1, partner, score]
+        for chart, row_partners, row_scores in zip(charts, partners, best.scores.tolist(), strict=True)
+        for rank, (partner, score) in enumerate(zip(row_partners, row_scores, strict=True))
+    ]
+
+
+class FileWriter(Writer):
+    """JSON Lines or CSV, written to ``PATH.partial`` and renamed into place when the mode completes."""
+
+    def __init__(self, spec: JobSpec, mode: str, resume_bytes: int) -> None:
+        self.path = Path(spec.output)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.format = spec.file_format
+        self.mode = mode
+        exists = self.partial.exists()
+        self.handle = open(self.partial, "r+b" if exists else "wb")  # noqa: SIM115 - closed in close()/abort()
+        # Resuming: cut whatever the interrupted block wrote after the last recorded length.
+        self.handle.truncate(resume_bytes if exists else 0)
+        self.handle.seek(0, io.SEEK_END)
+        if self.handle.tell() == 0 and self.format == "csv":
+            self._write_csv([self._header()])
+
+    def _header(self) -> list[str]:
+        if self.mode == "top-k":
+            return ["chart", "rank", "partner", "score"]
+        if self.mode == "scores":
+            return ["chart_a", "chart_b", "score"]
+        head = ["chart"] if self.mode == "natal" else ["chart_a", "chart_b"]
+        return [*head, "p1", "p2", "aspect", "orb", "movement"]
+
+    def _write_rows(self, rows: list[list[Any]]) -> int:
+        if self.format == "csv":
+            self._write_csv(rows)
+        else:
+            keys = self._header()
+            self.handle.write("".join(json.dumps(dict(zip(keys, row, strict=True))) + "\n" for row in rows).encode())
+        return len(rows)
+
+    def _write_csv(self, rows: list[list[Any]]) -> None:
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        self.handle.write(text.getvalue().encode())
+
+    def write_hits(self, hits: AspectHits, block: Block, natal: bool) -> int:
+        points = np.asarray(hits.points, dtype=object)
+        chart_a = block.a.ids[block.rows][hits.i].tolist()
+        charts = [chart_a] if hits.j is None else [chart_a, block.b.ids[hits.j].tolist()]
+        columns = [
+            *charts,
+            points[hits.p1].tolist(),
+            points[hits.p2].tolist(),
+            np.asarray(ASPECT_NAMES, dtype=object)[hits.aspect].tolist(),
+            hits.orb.tolist(),
+            np.asarray(MOVEMENTS, dtype=object)[hits.movement].tolist(),
+        ]
+        return self._write_rows([list(row) for row in zip(*columns, strict=True)])
+
+    def write_scores(self, values: npt.NDArray[Any], block: Block) -> int:
+        rows, a, b = block.rows, block.a, block.b
+        chart_a = np.repeat(a.ids[rows], len(b.ids)).tolist()
+        chart_b = np.tile(b.ids, rows.stop - rows.start).tolist()
+        return self._write_rows([list(r) for r in zip(chart_a, chart_b, values.ravel().tolist(), strict=True)])
+
+    def write_matches(self, best: TopK, block: Block) -> int:
+        return self._write_rows(_match_rows(best, block))
+
+    def flush(self) -> int:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        return self.handle.tell()
+
+    def close(self) -> None:
+        self.flush()
+        self.handle.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        # The partial file stays for --resume; only the handle goes.
+        self.handle.close()
+
+
+class NpzWriter(Writer):
+    """Dense scores into a memory-mapped ``PATH.partial.npy``, compressed into PATH (.npz) when complete."""
+
+    def __init__(self, spec: JobSpec, a: Population, b: Population) -> None:
+        self.path = Path(spec.output)
+        self.partial = self.path.with_name(self.path.name + ".partial.npy")
+        self.ids_a, self.ids_b = a.ids, b.ids
+        shape = (len(a.ids), len(b.ids))
+        dtype = np.dtype(np.int16 if spec.method == "discepolo" else np.float64)
+        self.matrix: np.memmap[Any, Any]
+        if self.partial.exists():
+            self.matrix = np.load(self.partial, mmap_mode="r+")
+            if self.matrix.shape != shape or self.matrix.dtype != dtype:
+                raise BatchError(f"--resume: {self.partial} does not hold this run's matrix")
+        else:
+            self.matrix = np.lib.format.open_memmap(self.partial, mode="w+", dtype=dtype, shape=shape)
+
+    def write_scores(self, values: npt.NDArray[Any], block: Block) -> int:
+        self.matrix[block.rows] = values
+        return int(values.size)
+
+    def flush(self) -> int:
+        self.matrix.flush()
+        return 0
+
+    def close(self) -> None:
+        self.matrix.flush()
+        temporary = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez_compressed(temporary, scores=self.matrix, chart_a=self.ids_a, chart_b=self.ids_b)
+        os.replace(temporary, self.path)
+        del self.matrix
+        self.partial.unlink()
+
+    def abort(self) -> None:
+        self.matrix.flush()
+
+
+def open_writer(
+    spec: JobSpec, mode: str, a: Population, b: Population, resume_bytes: int, run_id: int | None
+) -> Writer:
+    if spec.output == "db":
+        return DatabaseWriter(spec.config().config_hash(), spec.method, run_id)
+    if spec.file_format == "npz":
+        return NpzWriter(spec, a, b)
+    return FileWriter(spec, mode, resume_bytes)

@@ -1,0 +1,111 @@
+"""The one place that writes results: aspect results (upserted, stamped with the positions they came from),
+match lists (replaced whole) and their invalidation when a chart changes.
+
+The request path (services), the batch writers and the distributed workers all store through here, so a row
+looks the same whoever computed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from django.db import transaction
+
+from .cache import result_cache
+from .engine import ENGINE_VERSION
+from .models import AspectResult, Chart, Match, id_batches, positions_hash
+
+# What an upsert may change in an existing row; the rest is the row's identity.
+_RESULT_KEY = ["kind", "chart_a", "chart_b", "config_hash", "engine_version"]
+_RESULT_UPDATES = ["positions_hash", "payload", "hit_count", "duration_ms", "computed_at"]
+
+
+def combined_positions_hash(*hashes: str) -> str:
+    """What a result over several charts was computed from."""
+    return positions_hash(list(hashes), np.empty(0), None)
+
+
+def stored_payload(kind: str, chart_a: Chart, chart_b: Chart, config_hash: str) -> bytes | None:
+    """A persisted result's payload, if one was computed from these charts' current positions."""
+    row = (
+        AspectResult.objects.filter(
+            kind=kind,
+            chart_a=chart_a,
+            chart_b=chart_b,
+            config_hash=config_hash,
+            engine_version=ENGINE_VERSION,
+            positions_hash=combined_positions_hash(chart_a.positions_hash, chart_b.positions_hash),
+        )
+        .values_list("payload", flat=True)
+        .first()
+    )
+    return None if row is None else bytes(row)
+
+
+def result_row(
+    kind: str,
+    chart_a_id: int,
+    chart_b_id: int,
+    config_hash: str,
+    payload: bytes,
+    hit_count: int,
+    positions_hash: str = "",
+    duration_ms: float = 0.0,
+) -> AspectResult:
+    """An unsaved result of this engine version, for :func:`save_results`."""
+    return AspectResult(
+        kind=kind,
+        chart_a_id=chart_a_id,
+        chart_b_id=chart_b_id,
+        config_hash=config_hash,
+        engine_version=ENGINE_VERSION,
+        positions_hash=positions_hash,
+        payload=payload,
+        hit_count=hit_count,
+        duration_ms=duration_ms,
+    )
+
+
+def save_results(rows: Sequence[AspectResult]) -> int:
+    """Upsert result rows (one per kind, charts, configuration and engine version). Rows whose positions hash is
+    not set are stamped with their charts' current ones first."""
+    unstamped = [row for row in rows if not row.positions_hash]
+    if unstamped:
+        _stamp_positions(unstamped)
+    AspectResult.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=_RESULT_KEY, update_fields=_RESULT_UPDATES, batch_size=500
+    )
+    return len(rows)
+
+
+def _stamp_positions(rows: Sequence[AspectResult]) -> None:
+    ids = sorted({r.chart_a_id for r in rows} | {r.chart_b_id for r in rows})
+    hashes: dict[int, str] = {}
+    for batch in id_batches(ids):
+        hashes.update(Chart.objects.filter(pk__in=batch).values_list("pk", "positions_hash"))
+    for row in rows:
+        row.positions_hash = combined_positions_hash(hashes[row.chart_a_id], hashes[row.chart_b_id])
+
+
+def replace_matches(chart_ids: Sequence[int], method: str, config_hash: str, matches: Sequence[Match]) -> int:
+    """The charts' match lists for (method, configuration), replaced whole: a re-run with a smaller k leaves no
+    stale ranks behind."""
+    Match.objects.filter(chart_id__in=chart_ids, method=method, config_hash=config_hash).delete()
+    Match.objects.bulk_create(matches, batch_size=2000)
+    return len(matches)
+
+
+def invalidate_results(chart: Chart, old_positions_hash: str | None = None) -> int:
+    """Delete every persisted result that involves ``chart``, and once the transaction commits, every cached one
+    keyed by ``old_positions_hash`` (default: the chart's current positions)."""
+    deleted, _ = AspectResult.objects.filter(chart_a=chart).delete()
+    more, _ = AspectResult.objects.filter(chart_b=chart).delete()
+    forget_cached(old_positions_hash or chart.positions_hash)
+    return deleted + more
+
+
+def forget_cached(positions_hash: str) -> None:
+    """Drop cached results computed from these positions, after the current transaction commits (a rollback
+    keeps them valid)."""
+    transaction.on_commit(lambda: result_cache().invalidate(positions_hash))
