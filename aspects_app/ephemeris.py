@@ -182,27 +182,31 @@ def _unix_microseconds(datetimes_utc: object) -> NDArray[np.int64]:
         raise FieldError(
             "datetimes_utc",
             "expected a sequence of timezone-aware datetimes or a numpy datetime64 array, "
-            f"got {type(datetimes_utc).__name__}"
+            f"got {type(datetimes_utc).__name__}",
         )
     values = list(datetimes_utc)
     out = np.empty(len(values), dtype=np.int64)
     for i, value in enumerate(values):
-        if isinstance(value, datetime):
-            if value.utcoffset() is None:
-                raise FieldError(
-                    "datetimes_utc",
-                    f"naive datetime {value.isoformat()} at index {i}; give it a timezone "
-                    "(e.g. tzinfo=datetime.timezone.utc)"
-                )
-            out[i] = (value - _UNIX_EPOCH) // _ONE_MICROSECOND
-        elif isinstance(value, np.datetime64):
-            if np.isnat(value):
-                raise FieldError("datetimes_utc", f"NaT at index {i}")
-            out[i] = value.astype("datetime64[us]").astype(np.int64)
-        else:
-            kind = "a date without a time" if isinstance(value, date) else type(value).__name__
-            raise FieldError("datetimes_utc", f"expected a timezone-aware datetime at index {i}, got {kind}")
+        out[i] = _one_unix_microsecond(i, value)
     return out
+
+
+def _one_unix_microsecond(i: int, value: object) -> int:
+    """Microseconds since 1970-01-01 UTC of the ``i``-th instant of a sequence."""
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise FieldError(
+                "datetimes_utc",
+                f"naive datetime {value.isoformat()} at index {i}; give it a timezone "
+                "(e.g. tzinfo=datetime.timezone.utc)",
+            )
+        return (value - _UNIX_EPOCH) // _ONE_MICROSECOND
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise FieldError("datetimes_utc", f"NaT at index {i}")
+        return int(value.astype("datetime64[us]").astype(np.int64))
+    kind = "a date without a time" if isinstance(value, date) else type(value).__name__
+    raise FieldError("datetimes_utc", f"expected a timezone-aware datetime at index {i}, got {kind}")
 
 
 def _coordinates(field: str, values: ArrayLike, n: int, limit: float) -> FloatArray:
@@ -368,7 +372,7 @@ def compute_positions(
                 "datetimes_utc",
                 f"{_jd_to_datetime(float(jd_ut[i])).isoformat(timespec='seconds')} at index {i} "
                 f"is outside the ephemeris' range {first.isoformat(timespec='seconds')} to "
-                f"{last.isoformat(timespec='seconds')} (DE421)"
+                f"{last.isoformat(timespec='seconds')} (DE421)",
             )
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)

@@ -106,7 +106,6 @@ class AspectResult(models.Model):
     class Kind(models.TextChoices):
         NATAL = "natal"
         SYNASTRY = "synastry"
-        SCORE = "score"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     chart_a = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="+")

@@ -97,8 +97,8 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # aspects_app settings; keys and defaults are documented in aspects_app/conf.py.
-# DRF authentication and the OpenAPI schema (Swagger UI served from drf-spectacular-sidecar, offline).
-from project.api_settings import *  # noqa: E402, F403
+# DRF authentication, the OpenAPI schema (Swagger UI served from drf-spectacular-sidecar, offline) and Celery.
+from aspects_app.recommended_settings import *  # noqa: E402, F403
 
 
 def _rate(name: str, default: str) -> str | None:
@@ -127,5 +127,5 @@ if SILK_ENABLED:
     SILKY_MAX_RECORDED_REQUESTS_CHECK_PERCENT = 10
     SILKY_PYTHON_PROFILER = False  # service calls are named silk_profile blocks instead
 
-# Celery: batch runs spread over worker machines (see README, "Work spread over machines"). Redis is the broker.
-from project.celery_settings import *  # noqa: E402, F403
+# Celery (in recommended_settings above): batch runs spread over worker machines (README, "Work spread over
+# machines"). Redis is the broker: CELERY_BROKER_URL, default redis://127.0.0.1:6379/2.

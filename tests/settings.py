@@ -72,8 +72,8 @@ ROOT_URLCONF = "tests.urls"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The demo project's DRF and OpenAPI settings: the suite checks the API as the project serves it.
-from project.api_settings import *  # noqa: E402, F403
+# The app's recommended DRF, OpenAPI and Celery settings, as a host would import them.
+from aspects_app.recommended_settings import *  # noqa: E402, F403
 
 ASPECTS: dict[str, object] = {}
 
@@ -89,9 +89,6 @@ SILKY_INTERCEPT_FUNC = _silk_records
 SILKY_AUTHENTICATION = True
 SILKY_AUTHORISATION = True
 SILKY_PYTHON_PROFILER = False
-
-# The demo project's Celery settings (its worker app runs the tests' blocks too).
-from project.celery_settings import *  # noqa: E402, F403
 
 # The suite's own broker database, apart from the demo project's.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/3")

@@ -1,0 +1,47 @@
+"""Settings a host project needs for the app's API and its distributed batch runs, to import into its own settings:
+
+    from aspects_app.recommended_settings import *  # REST_FRAMEWORK, SPECTACULAR_SETTINGS, CELERY_*
+
+or copy and adapt. The demo project and the test suite both start from these.
+"""
+
+import os
+
+# -- DRF and drf-spectacular (the API and its OpenAPI schema) ---------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "aspects_app API",
+    "DESCRIPTION": "Planetary aspects, synastry and compatibility scores.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# -- Celery (distributed batch runs) -------------------------------------------------------------------------
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2")
+CELERY_TASK_ACKS_LATE = True  # a block is acknowledged when done: a killed worker's block is delivered again
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # blocks are long: no worker hoards them
+# Unacknowledged blocks (their worker died) return to the queue after visibility_timeout, which must exceed
+# the longest block; workers look for them every unacked_restore_interval x unacked_restore_throttle seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+    "unacked_restore_interval": int(os.environ.get("CELERY_UNACKED_RESTORE_INTERVAL", "10")),
+    "unacked_restore_throttle": int(os.environ.get("CELERY_UNACKED_RESTORE_THROTTLE", "10")),
+}
+CELERY_TASK_TIME_LIMIT = 3600
+CELERY_TASK_SOFT_TIME_LIMIT = 3300
+CELERY_TASK_DEFAULT_QUEUE = "aspects-cpu"
+CELERY_TASK_IGNORE_RESULT = True  # progress and results live in BatchRun and the result tables
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
