@@ -36,7 +36,6 @@ class Backend:
     # Why "auto" did not get the first choice, or why a device failed and work moved to the CPU; recorded in
     # results and batch runs.
     fallback_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     # Fused kernels for this namespace's device (None: the xp code path does the work).
     kernels: FusedKernels | None = None
     # Errors after which the calculator retries with smaller chunks (out of memory), or moves to the CPU.

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from .aspects import ASPECT_NAMES
 from .classify import AMBIGUOUS, ANGLES, BUCKETS_PER_DEGREE, NO_ASPECT, AspectClassifier, match_aspects, separation
 from .hits import APPLYING, CODE_DTYPE, SEPARATING, STATIC
 from .pool import ArrayPool
@@ -136,6 +135,3 @@ def movement(xp: Any, lon1: Any, lon2: Any, speed1: Any, speed2: Any, aspect: An
     result = xp.where(later < now, xp.asarray(APPLYING, dtype=code), xp.asarray(SEPARATING, dtype=code))
     static = (xp.abs(speed1 - speed2) < STATIC_RELATIVE_SPEED) | (xp.abs(later - now) < STATIC_CHANGE)
     return xp.where(static, xp.asarray(STATIC, dtype=code), result)
-
-
-ASPECT_INDEX = {name: k for k, name in enumerate(ASPECT_NAMES)}

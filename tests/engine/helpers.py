@@ -31,16 +31,14 @@ def cpu_backends() -> tuple[str, ...]:
     """``numpy`` and ``array_api_strict`` (the namespace-neutral code path on a strict array API namespace, which
     rejects what CuPy or other libraries would; a dev dependency, so its absence fails loudly) always;
     ``cuda-emulated`` (the GPU's fused kernels compiled for the CPU) when a C++ compiler is here, so that the GPU
-    code path is checked by every engine test (test_fused says so when it is not); others when they load here."""
+    code path is checked by every engine test (test_fused says so when it is not)."""
     get_backend("array_api_strict")
     names = ["numpy", "array_api_strict"]
-    for optional in ("cuda-emulated", "numba"):
-        try:
-            get_backend(optional)
-        except (BackendUnavailable, ValueError):  # not usable here, or not a backend of this engine version
-            continue
-        names.append(optional)
-    return tuple(names)
+    try:
+        get_backend("cuda-emulated")
+    except BackendUnavailable:  # no C++ compiler here
+        return tuple(names)
+    return (*names, "cuda-emulated")
 
 
 def gpu_backend_or_skip() -> str:
