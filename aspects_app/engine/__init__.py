@@ -1,6 +1,6 @@
 """The aspects engine: NumPy (or CuPy) only, importable without Django.
 
-The names below are the engine's public contract (see ARCHITECTURE.md); host code calls them.
+The names below are the engine's public contract (see docs/architecture.md); host code calls them.
 """
 
 from .aspects import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-# The aspect table in match order (ARCHITECTURE.md), written out independently of the engine's copy.
+# The aspect table in match order (docs/architecture.md), written out independently of the engine's copy.
 ASPECTS: tuple[tuple[str, float], ...] = (
     ("conjunction", 0.0),
     ("semi-sextile", 30.0),
