@@ -76,7 +76,7 @@ def resolve_points(points: Sequence[str] | None, num_points: int) -> tuple[str, 
             raise FieldError(
                 "points",
                 f"{num_points} columns but no names given; pass points=[...] for more than "
-                f"{len(STANDARD_POINTS)} columns"
+                f"{len(STANDARD_POINTS)} columns",
             )
         return STANDARD_POINTS[:num_points]
     names = tuple(points)

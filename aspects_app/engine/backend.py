@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import FieldError
+
 if TYPE_CHECKING:
     from .fused import FusedKernels
 
@@ -220,7 +222,7 @@ def get_backend(name: str = "auto") -> Backend:
     if name == "cuda-emulated":
         return _emulated_backend()
     if name != "auto":
-        raise ValueError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        raise FieldError("backend", f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
     try:
         return _cupy_backend()
     except BackendUnavailable as exc:

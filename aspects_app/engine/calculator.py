@@ -21,6 +21,7 @@ from . import memory, validation
 from .aspects import STANDARD_POINTS, AspectConfig, resolve_points
 from .backend import Backend, get_backend
 from .chunking import MIB, ChunkDriver, Progress
+from .errors import FieldError
 from .fused_path import FusedPath
 from .hits import AspectHits
 from .kernels import HitKernel
@@ -90,7 +91,7 @@ class MemoryOptimizedVectorizedCalculator:
             validation.positive_int("chunk_size", chunk_size, allow_none=True),
         )
         if progress is not None and not callable(progress):
-            raise ValueError("progress: expected a callable progress(done, total)")
+            raise FieldError("progress", "expected a callable progress(done, total)")
         self.points = None if points is None else tuple(points)
         self.pool = ArrayPool(self.xp)
         self.monitor = monitor or VectorizedPerformanceMonitor(self.backend)
@@ -174,7 +175,7 @@ class MemoryOptimizedVectorizedCalculator:
         b = validation.longitudes("lon_b", lon_b)
         validation.same_points("lon_a", a, "lon_b", b)
         if a.shape[0] != b.shape[0]:
-            raise ValueError(f"lon_a has {a.shape[0]} charts but lon_b has {b.shape[0]}; pairs need equal counts")
+            raise FieldError("lon_b", f"{b.shape[0]} charts but lon_a has {a.shape[0]}; pairs need equal counts")
         sa = validation.speeds("speed_a", speed_a, a.shape)
         sb = validation.speeds("speed_b", speed_b, b.shape)
         return self._path.paired_synastry(a, b, sa, sb, self._points(points, a.shape[1]))
@@ -186,13 +187,15 @@ class MemoryOptimizedVectorizedCalculator:
         pair, vectorised as :meth:`paired_synastry` (``i == j`` is the pair's position in the list)."""
         pairs = list(chart_pairs)
         if not pairs:
-            raise ValueError("chart_pairs: at least one (lon_a, lon_b) pair is required")
+            raise FieldError("chart_pairs", "at least one (lon_a, lon_b) pair is required")
         try:
             firsts = [np.asarray(pair[0], dtype=np.float64) for pair in pairs]
             seconds = [np.asarray(pair[1], dtype=np.float64) for pair in pairs]
             lon_a, lon_b = np.stack(firsts), np.stack(seconds)
         except (TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"chart_pairs: expected (lon_a, lon_b) pairs of equal-length 1-D arrays ({exc})") from exc
+            raise FieldError(
+                "chart_pairs", f"expected (lon_a, lon_b) pairs of equal-length 1-D arrays ({exc})"
+            ) from exc
         return self.paired_synastry(lon_a, lon_b, points=points)
 
     @_recovering
@@ -232,9 +235,9 @@ class MemoryOptimizedVectorizedCalculator:
             lon_b = lon_a
         a, b, names = self._score_inputs(lon_a, lon_b, method, points)
         if row_offset < 0 or (row_offset and not exclude_self):
-            raise ValueError(f"row_offset: must be >= 0 and only used with exclude_self, got {row_offset}")
+            raise FieldError("row_offset", f"must be >= 0 and only used with exclude_self, got {row_offset}")
         if exclude_self and a.shape[0] + row_offset > b.shape[0]:
-            raise ValueError("exclude_self: lon_a must be rows of lon_b (from row_offset on), but it has more charts")
+            raise FieldError("exclude_self", "lon_a must be rows of lon_b (from row_offset on), but it has more charts")
         excluded = self._excluded_columns(a.shape[0], b.shape[0], exclude_self, row_offset, exclude_columns)
         k_eff = min(k_checked, b.shape[0] - (1 if excluded is not None and bool((excluded >= 0).any()) else 0))
         if k_eff <= 0:
@@ -250,12 +253,12 @@ class MemoryOptimizedVectorizedCalculator:
         if exclude_columns is None:
             return np.arange(row_offset, row_offset + rows, dtype=np.int64) if exclude_self else None
         if exclude_self:
-            raise ValueError("exclude_columns: give either exclude_self or exclude_columns, not both")
+            raise FieldError("exclude_columns", "give either exclude_self or exclude_columns, not both")
         columns = np.asarray(exclude_columns)
         if columns.shape != (rows,) or not np.issubdtype(columns.dtype, np.integer):
-            raise ValueError(f"exclude_columns: expected {rows} integers (one per row of lon_a), got {columns.shape}")
+            raise FieldError("exclude_columns", f"expected {rows} integers (one per row of lon_a), got {columns.shape}")
         if ((columns < -1) | (columns >= cols)).any():
-            raise ValueError(f"exclude_columns: values must be -1 or a column of lon_b (0..{cols - 1})")
+            raise FieldError("exclude_columns", f"values must be -1 or a column of lon_b (0..{cols - 1})")
         return columns.astype(np.int64)
 
     def estimate_memory_usage(
@@ -278,7 +281,7 @@ class MemoryOptimizedVectorizedCalculator:
         p = validation.positive_int("num_planets", num_planets)
         assert n1 is not None and n2 is not None and p is not None
         if operation not in OPERATIONS:
-            raise ValueError(f"operation: unknown operation {operation!r}; choose one of {', '.join(OPERATIONS)}")
+            raise FieldError("operation", f"unknown operation {operation!r}; choose one of {', '.join(OPERATIONS)}")
         if points is None and self.points is None and p > len(STANDARD_POINTS):
             points = [f"P{n}" for n in range(p)]  # unnamed extra columns: names only matter for point_orbs
         names = self._points(points, p)
@@ -351,7 +354,7 @@ class MemoryOptimizedVectorizedCalculator:
 
     def _check_method(self, method: str) -> None:
         if method not in SCORE_METHODS:
-            raise ValueError(f"method: unknown scoring method {method!r}; choose one of {', '.join(SCORE_METHODS)}")
+            raise FieldError("method", f"unknown scoring method {method!r}; choose one of {', '.join(SCORE_METHODS)}")
 
     def _score_inputs(
         self, lon_a: Any, lon_b: Any, method: str, points: Sequence[str] | None

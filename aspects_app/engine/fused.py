@@ -23,6 +23,7 @@ import numpy as np
 
 from .aspects import ASPECT_NAMES
 from .classify import ANGLES, NO_ASPECT
+from .errors import FieldError
 from .hits import APPLYING, SEPARATING, STATIC
 from .kernels import LOOKAHEAD_DAYS, STATIC_CHANGE, STATIC_RELATIVE_SPEED, HitKernel
 from .scoring import DESTINY_SIGN_POINTS, HIGH_PRECISION_ORB, DiscepoloScorer, WeightedScorer
@@ -432,7 +433,7 @@ class FusedKernels:
         row ``r`` may not take (-1: none). Slots beyond the candidates hold the lowest score and column
         :data:`NO_COLUMN`. Only (rows, k) leaves the device."""
         if not 1 <= k <= MAX_FUSED_K:
-            raise ValueError(f"k: the fused top-k takes 1..{MAX_FUSED_K}, got {k}")
+            raise FieldError("k", f"the fused top-k takes 1..{MAX_FUSED_K}, got {k}")
         xp = self.xp
         rows, cols = a.shape[0], b.shape[0]
         segments, length = self.segments(rows, cols)

@@ -42,6 +42,7 @@ from .classify import (
     match_aspects,
     separation,
 )
+from .errors import FieldError
 from .xp_ops import apply_into, astype, bool_as_int8, flatnonzero, mask_into, put, reshape, scaled_index_into, take_into
 
 SCORE_METHODS: tuple[str, ...] = ("discepolo", "weighted")
@@ -131,7 +132,7 @@ class DiscepoloScorer:
         names = list(points)
         for required in ("Sun", "Moon", "Venus", "Mars"):
             if required not in names:
-                raise ValueError(f"points: the discepolo score needs {required!r}; columns are {names}")
+                raise FieldError("points", f"the discepolo score needs {required!r}; columns are {names}")
         col = names.index
         pairs = [("Sun", "Sun", 0), ("Sun", "Moon", 1), ("Moon", "Sun", 1), ("Venus", "Mars", 2), ("Mars", "Venus", 2)]
         if "Ascendant" in names:

@@ -42,7 +42,7 @@ def speeds(name: str, value: Any, shape: tuple[int, ...]) -> npt.NDArray[np.floa
 
 def same_points(name_a: str, a: npt.NDArray[Any], name_b: str, b: npt.NDArray[Any]) -> None:
     if a.shape[1] != b.shape[1]:
-        raise FieldError(name_b, f"{a.shape[1]} points per chart in {name_a} but {b.shape[1]} here; they must match")
+        raise FieldError(name_a, f"{a.shape[1]} points per chart but {name_b} has {b.shape[1]}; they must match")
 
 
 def positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
