@@ -14,7 +14,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from .. import services
-from ..engine import AspectConfig, MemoryOptimizedVectorizedCalculator
+from ..engine import AspectConfig
 from ..engine.errors import FieldError
 from ..models import Chart, id_batches
 
@@ -141,9 +141,8 @@ def check_plan(spec: JobSpec) -> None:
         if len(kinds) > 1:
             raise FieldError(field, f"the selected charts have different points: {sorted(kinds)[:3]}")
     first = Chart.objects.filter(pk=spec.group_a[0]).values_list("points", flat=True).first()
-    calc = MemoryOptimizedVectorizedCalculator(
-        config=spec.config(), backend="numpy", working_memory_mb=spec.working_memory_mb, chunk_size=spec.chunk_size
-    )
+    # Checked against the NumPy path's plan: it needs no device, and it holds more per pair than the fused kernels.
+    calc = services.calculator(spec.config(), "numpy", spec.working_memory_mb, spec.chunk_size)
     columns = len(spec.group_a if spec.group_b is None else spec.group_b)
     for mode in spec.modes:
         calc.estimate_memory_usage(
