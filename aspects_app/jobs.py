@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import services, tasks
@@ -193,14 +194,14 @@ def _visible_ids(user: Any, ids: Sequence[int], field: str) -> list[int]:
     return sorted(chart.pk for chart in services.visible_charts_by_id(user, list(dict.fromkeys(ids)), field))
 
 
-def visible_jobs(user: Any) -> Any:
+def visible_jobs(user: Any) -> QuerySet[BatchRun]:
     """The distributed runs ``user`` may see: their own (staff: all)."""
     runs = BatchRun.objects.filter(parameters__has_key="distributed")
     return runs if user.is_staff else runs.filter(owner=user)
 
 
 def visible_job(user: Any, pk: str | int | None) -> BatchRun:
-    run = visible_jobs(user).filter(pk=pk).first() if str(pk).isdigit() else None
+    run = visible_jobs(user).filter(pk=pk).first() if pk is not None and str(pk).isdigit() else None
     if run is None:
         raise JobNotFound("id", "no such job")
     return run

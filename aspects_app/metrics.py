@@ -48,11 +48,12 @@ def record_engine(source: str, backend: str, **amounts: float) -> None:
             ENGINE_WORK.labels(kind=kind, backend=backend, source=source).inc(amount)
 
 
-def registry() -> Any:
+def registry() -> CollectorRegistry:
     """This process's registry, or every worker's in multi-process mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         collected = CollectorRegistry()
-        multiprocess.MultiProcessCollector(collected)
+        # prometheus-client leaves this constructor unannotated.
+        multiprocess.MultiProcessCollector(collected)  # type: ignore[no-untyped-call]
         return collected
     from prometheus_client import REGISTRY
 

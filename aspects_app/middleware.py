@@ -45,7 +45,7 @@ class MonitoringMiddleware:
         timings, token, start, rss = self._begin()
         response: HttpResponseBase | None = None
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.get_response(request)
             return response
         finally:
             self._end(request, response, timings, token, start, rss)

@@ -48,7 +48,7 @@ class SpeedField(serializers.FloatField):
         return finite(super().to_internal_value(data), "speed")
 
 
-class PositionsSerializer(serializers.Serializer):
+class PositionsSerializer(serializers.Serializer[Any]):
     """Positions given by the host instead of birth data."""
 
     points = serializers.ListField(
@@ -101,7 +101,7 @@ def birth_moment(value: datetime, time_zone: str | None) -> datetime:
         raise serializers.ValidationError({"birth_datetime": "outside the supported range of dates"}) from exc
 
 
-class ChartSerializer(serializers.ModelSerializer):
+class ChartSerializer(serializers.ModelSerializer[Chart]):
     """A chart. Create it from birth data (positions are computed) or from ``positions``."""
 
     birth_datetime = BirthDateTimeField(required=False, allow_null=True)
@@ -197,7 +197,7 @@ def _time_zones() -> set[str]:
     return available_timezones()
 
 
-class BulkChartSerializer(serializers.Serializer):
+class BulkChartSerializer(serializers.Serializer[Any]):
     charts = ChartSerializer(many=True)
 
     def validate_charts(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -220,7 +220,8 @@ class BulkChartSerializer(serializers.Serializer):
 class OrbsField(serializers.JSONField):
     """An orb preset name (``default``, ``all``) or an object {aspect: orb in degrees}."""
 
-    def to_internal_value(self, data: Any) -> str | dict[str, float]:
+    # The stubs type a JSONField's value as an object or a list; JSON also has strings (a preset name here).
+    def to_internal_value(self, data: Any) -> str | dict[str, float]:  # type: ignore[override]
         value = data
         if isinstance(data, str) and data.lstrip().startswith("{"):  # an object sent in a query string
             try:
@@ -261,7 +262,7 @@ def _aspect_list(value: Any) -> list[str]:
         ]
     }
 )
-class AspectListField(serializers.Field):
+class AspectListField(serializers.Field[list[str], Any, list[str], Any]):
     """Aspect names as a list, or comma-separated in a query string."""
 
     def to_internal_value(self, data: Any) -> list[str]:
@@ -271,7 +272,7 @@ class AspectListField(serializers.Field):
         return value
 
 
-class AspectSelectionSerializer(serializers.Serializer):
+class AspectSelectionSerializer(serializers.Serializer[Any]):
     orbs = OrbsField(required=False, help_text="Preset name (default, all) or {aspect: orb}.")
     aspects = AspectListField(required=False, help_text="Only these aspects (comma-separated in a query).")
 
@@ -311,7 +312,7 @@ class MatchesQuerySerializer(AspectSelectionSerializer):
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
 
 
-class EstimateSerializer(serializers.Serializer):
+class EstimateSerializer(serializers.Serializer[Any]):
     num_charts1 = serializers.IntegerField(min_value=1, max_value=10**9)
     num_charts2 = serializers.IntegerField(min_value=1, max_value=10**9, required=False, allow_null=True)
     num_planets = serializers.IntegerField(min_value=1, max_value=MAX_POINTS, default=10)
@@ -326,7 +327,7 @@ class EstimateSerializer(serializers.Serializer):
 # -- responses (for the schema) --------------------------------------------------------------------------------
 
 
-class AspectSerializer(serializers.Serializer):
+class AspectSerializer(serializers.Serializer[Any]):
     p1 = serializers.CharField(help_text="Point of the first chart.")
     p2 = serializers.CharField(help_text="Point of the second chart (natal: the same chart).")
     aspect = serializers.ChoiceField(choices=ASPECT_NAMES)
@@ -334,23 +335,24 @@ class AspectSerializer(serializers.Serializer):
     movement = serializers.ChoiceField(choices=MOVEMENTS)
 
 
-class AspectsResponseSerializer(serializers.Serializer):
+class AspectsResponseSerializer(serializers.Serializer[Any]):
     points = serializers.ListField(child=serializers.CharField())
     orbs = serializers.DictField(child=serializers.FloatField())
     cached = serializers.BooleanField(help_text="Served from a cache level or a persisted result.")
-    source = serializers.ChoiceField(
+    # A declared field, not Field.source: the serializer's metaclass takes it out of the class attributes.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
         choices=["local", "shared", "database", "computed"],
         help_text="Where the result came from: in-process cache, shared cache, database, or the engine.",
     )
     aspects = AspectSerializer(many=True)
 
 
-class ScoreSerializer(serializers.Serializer):
+class ScoreSerializer(serializers.Serializer[Any]):
     chart = serializers.IntegerField()
     score = serializers.FloatField()
 
 
-class ScoresResponseSerializer(serializers.Serializer):
+class ScoresResponseSerializer(serializers.Serializer[Any]):
     chart = serializers.IntegerField()
     method = serializers.CharField()
     scores = ScoreSerializer(many=True)
@@ -360,14 +362,14 @@ class MatchSerializer(ScoreSerializer):
     rank = serializers.IntegerField()
 
 
-class MatchesResponseSerializer(serializers.Serializer):
+class MatchesResponseSerializer(serializers.Serializer[Any]):
     chart = serializers.IntegerField()
     method = serializers.CharField()
     k = serializers.IntegerField()
     matches = MatchSerializer(many=True)
 
 
-class EstimateResponseSerializer(serializers.Serializer):
+class EstimateResponseSerializer(serializers.Serializer[Any]):
     operation = serializers.ChoiceField(choices=OPERATIONS)
     backend = serializers.ChoiceField(choices=BACKEND_NAMES)
     chunk_rows = serializers.IntegerField()
@@ -380,7 +382,7 @@ class EstimateResponseSerializer(serializers.Serializer):
     expected_hit_fraction = serializers.FloatField(allow_null=True)
 
 
-class ConfigurationSerializer(serializers.Serializer):
+class ConfigurationSerializer(serializers.Serializer[Any]):
     aspects = serializers.ListField(child=serializers.DictField())
     orb_presets = serializers.DictField(child=serializers.DictField(child=serializers.FloatField()))
     default_orbs = serializers.DictField(child=serializers.FloatField())
@@ -404,7 +406,7 @@ class JobRequestSerializer(AspectSelectionSerializer):
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
 
 
-class JobSerializer(serializers.Serializer):
+class JobSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=["pending", "running", "done", "failed", "cancelled", "interrupted"])
     modes = serializers.ListField(child=serializers.CharField())

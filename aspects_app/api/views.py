@@ -100,7 +100,7 @@ class ChartFilter(filters.FilterSet):
         return queryset.filter(owner=user)
 
 
-class ChartViewSet(viewsets.ModelViewSet):
+class ChartViewSet(viewsets.ModelViewSet[Chart]):
     """Charts: birth data and positions. Anonymous users read public charts; writing needs authentication, and
     only the owner (or staff) changes a chart."""
 

@@ -195,7 +195,7 @@ class BatchJob(Computation):
         self.state = JobState(**run.parameters.get("state", {}))
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)
-        self._chunks_seen = 0
+        self._chunks_seen: float = 0
 
     def execute(self) -> Summary:
         if self.run.status == BatchRun.Status.DONE:

@@ -24,7 +24,7 @@ class Population:
 class Block:
     """One row block of group A against all of group B, and how its pairs are counted."""
 
-    rows: slice
+    rows: slice[int, int, None]
     a: Population
     b: Population
     within_one_group: bool  # each unordered pair once (synastry: j > i)
