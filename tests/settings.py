@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from typing import Any
 
 SECRET_KEY = "aspects-app-tests-not-secret"
 USE_TZ = True
@@ -45,6 +46,7 @@ TEMPLATES = [
 ]
 
 # CI sets ASPECTS_TEST_DB=postgres to run against the real server; locally SQLite in memory needs nothing.
+DATABASES: dict[str, dict[str, Any]]
 if os.environ.get("ASPECTS_TEST_DB") == "postgres":
     DATABASES = {
         "default": {

@@ -209,7 +209,12 @@ def test_cancelled_runs_skip_their_remaining_blocks(workers: Workers, django_use
     make_charts(5, seed=8)
     workers.start()
     call_command(
-        "compute_aspects", mode=["natal"], distributed=True, no_progress=True, stdout=io.StringIO(), stderr=io.StringIO()
+        "compute_aspects",
+        mode=["natal"],
+        distributed=True,
+        no_progress=True,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
     )
     assert status_of(job["id"]) == "cancelled"
     assert BatchBlock.objects.filter(run_id=job["id"]).count() == 0
