@@ -27,21 +27,26 @@ MIN_BLOCKS = 64
 
 
 @dataclass(frozen=True)
-class Block:
+class PlannedBlock:
+    """One task's work: rows [start, stop) of group A in ``mode``."""
+
     mode: str
     start: int
     stop: int
 
 
-def plan(run: BatchRun, queue: str) -> list[Block]:
+def plan(run: BatchRun, queue: str) -> list[PlannedBlock]:
     """Mark ``run`` running on ``queue`` and return its blocks that have not completed (the caller enqueues them)."""
     job = BatchJob(run)
-    a, b = job.load_groups()
-    blocks = [
-        Block(mode, rows.start, rows.stop)
-        for mode in job.spec.modes
-        for rows in job.block_slices(mode, a, b, min_blocks=MIN_BLOCKS)
-    ]
+    try:
+        a, b = job.load_groups()
+        blocks = [
+            PlannedBlock(mode, rows.start, rows.stop)
+            for mode in job.spec.modes
+            for rows in job.block_slices(mode, a, b, min_blocks=MIN_BLOCKS)
+        ]
+    finally:
+        job.calculator.close()  # planning computes nothing; the workers build their own
     done = set(BatchBlock.objects.filter(run=run).values_list("mode", "start"))
     run.status = BatchRun.Status.RUNNING
     run.error = ""
@@ -59,6 +64,8 @@ _loaded: dict[int, tuple[BatchJob, Population, Population]] = {}
 
 def _job(run: BatchRun) -> tuple[BatchJob, Population, Population]:
     if run.pk not in _loaded:
+        for previous, _a, _b in _loaded.values():
+            previous.calculator.close()
         _loaded.clear()
         job = BatchJob(run)
         _loaded[run.pk] = (job, *job.load_groups())

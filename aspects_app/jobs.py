@@ -49,6 +49,7 @@ __all__ = [
     "estimate",
     "find_run",
     "is_distributed",
+    "queue_for",
     "resumable",
     "run_here",
     "start",
@@ -70,7 +71,7 @@ class JobNotFound(FieldError):
 def create(spec: JobSpec, owner: Any = None, distributed: bool = False) -> BatchRun:
     """A pending run of ``spec``, after everything that can fail before computing has been checked."""
     if distributed and spec.output != "db":
-        raise FieldError("output", "a distributed run writes into the database: drop --output")
+        raise FieldError("distributed", "writes into the database: drop --output")
     check_plan(spec)
     return create_run(spec, owner=owner)
 
@@ -157,16 +158,14 @@ def submit(
     method: str,
 ) -> BatchRun:
     """A distributed run over charts ``user`` can see (default: their own), enqueued for the workers."""
-    visible = services.visible_charts(user)
     group_a = (
-        sorted(visible.filter(owner=user).values_list("pk", flat=True))
+        sorted(services.visible_charts(user).filter(owner=user).values_list("pk", flat=True))
         if charts is None
-        else _visible_ids(user, charts, "charts")
+        else services.visible_chart_ids(user, charts, "charts")
     )
-    group_b = None if with_charts is None else _visible_ids(user, with_charts, "with_charts")
+    group_b = None if with_charts is None else services.visible_chart_ids(user, with_charts, "with_charts")
     if not group_a:
         raise FieldError("charts", "no charts selected (you own none; list some visible ones)")
-    settings = get_config()
     try:
         spec = JobSpec(
             modes=list(dict.fromkeys(modes)),
@@ -176,22 +175,15 @@ def submit(
             aspects=None if aspects is None else list(aspects),
             method=method,
             k=k,
-            backend=settings.backend,
-            working_memory_mb=settings.working_memory_mb,
         )
         run = create(spec, owner=user, distributed=True)
-    except FieldError as exc:
-        raise exc.renamed(_API_FIELDS.get(exc.field, exc.field)) from exc
-    try:
         start(run)
-    except (FieldError, BatchError) as exc:  # checked above; a chart deleted meanwhile
+    except FieldError as exc:  # start's: a chart deleted since the checks
+        raise exc.renamed(_API_FIELDS.get(exc.field, exc.field)) from exc
+    except BatchError as exc:
         raise FieldError("charts", str(exc)) from exc
     run.refresh_from_db()
     return run
-
-
-def _visible_ids(user: Any, ids: Sequence[int], field: str) -> list[int]:
-    return sorted(chart.pk for chart in services.visible_charts_by_id(user, list(dict.fromkeys(ids)), field))
 
 
 def visible_jobs(user: Any) -> QuerySet[BatchRun]:

@@ -18,7 +18,7 @@ from .models import AspectResult, Chart, Match, id_batches, positions_hash
 
 # What an upsert may change in an existing row; the rest is the row's identity.
 _RESULT_KEY = ["kind", "chart_a", "chart_b", "config_hash", "engine_version"]
-_RESULT_UPDATES = ["positions_hash", "payload", "hit_count", "duration_ms", "computed_at"]
+_RESULT_UPDATES = ["positions_hash", "payload", "hit_count", "computed_at"]
 
 
 def combined_positions_hash(*hashes: str) -> str:
@@ -67,14 +67,19 @@ def result_row(
     )
 
 
-def save_results(rows: Sequence[AspectResult]) -> int:
+def save_results(rows: Sequence[AspectResult], timed: bool = False) -> int:
     """Upsert result rows (one per kind, charts, configuration and engine version). Rows whose positions hash is
-    not set are stamped with their charts' current ones first."""
+    not set are stamped with their charts' current ones first. ``timed`` rows carry their own compute time;
+    others (computed in bulk) leave a stored one as it was."""
     unstamped = [row for row in rows if not row.positions_hash]
     if unstamped:
         _stamp_positions(unstamped)
     AspectResult.objects.bulk_create(
-        rows, update_conflicts=True, unique_fields=_RESULT_KEY, update_fields=_RESULT_UPDATES, batch_size=500
+        rows,
+        update_conflicts=True,
+        unique_fields=_RESULT_KEY,
+        update_fields=[*_RESULT_UPDATES, "duration_ms"] if timed else _RESULT_UPDATES,
+        batch_size=500,
     )
     return len(rows)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +32,9 @@ from .models import AspectResult, Chart, ChartQuerySet, id_batches, positions_ha
 from .profiling import silk_profile
 from .timing import timed
 
+# The name this error had before it moved into the engine; host code may still catch it.
+ServiceError = FieldError
+
 
 class ChartNotFound(FieldError):
     """A chart id in ``field`` that does not exist or that the caller may not see (the API answers 404, the same
@@ -52,8 +55,8 @@ def aspect_config(orbs: str | Mapping[str, float] | None = None, aspects: Sequen
             config = AspectConfig.preset(orbs)
         else:
             config = AspectConfig.from_orbs(orbs)
-    except ValueError as exc:
-        raise FieldError("orbs", str(exc)) from exc
+    except FieldError as exc:
+        raise _request_error(exc, "orbs") from exc
     if aspects is not None:
         try:
             config = config.only(aspects)
@@ -62,15 +65,13 @@ def aspect_config(orbs: str | Mapping[str, float] | None = None, aspects: Sequen
     return config
 
 
-@lru_cache(maxsize=32)
-def _calculator(
+def _build_calculator(
     config: AspectConfig,
     backend: str,
     working_memory_mb: float,
     device_memory_limit_mb: float | None,
     chunk_size: int | None,
 ) -> MemoryOptimizedVectorizedCalculator:
-    # Calculators keep their buffer pool and kernel tables warm between requests with the same configuration.
     return MemoryOptimizedVectorizedCalculator(
         config=config,
         backend=backend,
@@ -80,22 +81,41 @@ def _calculator(
     )
 
 
+# Calculators keep their buffer pool and kernel tables warm between requests with the same configuration.
+_shared_calculator = lru_cache(maxsize=32)(_build_calculator)
+
+
+def _calculator_settings(backend: str | None, working_memory_mb: float | None) -> tuple[str, float, float | None]:
+    """Backend and budget as given, else the settings'; the device memory cap is the machine's, so always theirs."""
+    settings = get_config()
+    return (
+        settings.backend if backend is None else backend,
+        settings.working_memory_mb if working_memory_mb is None else working_memory_mb,
+        settings.device_memory_limit_mb,
+    )
+
+
 def calculator(
     config: AspectConfig,
     backend: str | None = None,
     working_memory_mb: float | None = None,
     chunk_size: int | None = None,
 ) -> MemoryOptimizedVectorizedCalculator:
-    """The process's calculator for ``config`` (kept warm), with the settings' backend and budgets unless given:
-    requests and batch runs share them. The device memory cap is the machine's, so always the settings'."""
-    settings = get_config()
-    return _calculator(
-        config,
-        settings.backend if backend is None else backend,
-        settings.working_memory_mb if working_memory_mb is None else working_memory_mb,
-        settings.device_memory_limit_mb,
-        chunk_size,
-    )
+    """The process's shared calculator for ``config`` (kept warm), with the settings' backend and budget unless
+    given."""
+    return _shared_calculator(config, *_calculator_settings(backend, working_memory_mb), chunk_size)
+
+
+def new_calculator(
+    config: AspectConfig,
+    backend: str | None = None,
+    working_memory_mb: float | None = None,
+    chunk_size: int | None = None,
+) -> MemoryOptimizedVectorizedCalculator:
+    """A calculator of its own for a batch run, configured as :func:`calculator`'s: a run resets its figures,
+    closes its pools when it ends and may move to the CPU after a device failure, none of which may reach the
+    warm calculators that requests share."""
+    return _build_calculator(config, *_calculator_settings(backend, working_memory_mb), chunk_size)
 
 
 def describe_configuration() -> dict[str, Any]:
@@ -182,10 +202,17 @@ def visible_charts(user: Any) -> ChartQuerySet:
 
 def visible_chart(user: Any, chart_id: int, field: str) -> Chart:
     """One chart ``user`` may see, else :class:`ChartNotFound` on ``field``."""
-    chart = visible_charts(user).filter(pk=chart_id).first()
-    if chart is None:
-        raise ChartNotFound(field, "no such chart, or not visible")
-    return chart
+    return visible_charts_by_field(user, {field: chart_id})[field]
+
+
+def visible_charts_by_field(user: Any, ids: Mapping[str, int]) -> dict[str, Chart]:
+    """The chart of each field, in one query, all visible to ``user``; else :class:`ChartNotFound` on the first
+    field whose chart is missing or private (the two look the same)."""
+    found = {c.pk: c for c in visible_charts(user).filter(pk__in=set(ids.values()))}
+    for field, chart_id in ids.items():
+        if chart_id not in found:
+            raise ChartNotFound(field, "no such chart, or not visible")
+    return {field: found[chart_id] for field, chart_id in ids.items()}
 
 
 def visible_charts_by_id(user: Any, ids: Sequence[int], field: str) -> list[Chart]:
@@ -194,10 +221,25 @@ def visible_charts_by_id(user: Any, ids: Sequence[int], field: str) -> list[Char
     found: dict[int, Chart] = {}
     for batch in id_batches(sorted(set(ids))):
         found.update((c.pk, c) for c in visible_charts(user).filter(pk__in=batch))
+    _check_all_found(ids, found.keys(), field)
+    return [found[i] for i in ids]
+
+
+def visible_chart_ids(user: Any, ids: Sequence[int], field: str) -> list[int]:
+    """``ids``, ascending and deduplicated, after checking that ``user`` may see every one (ids only: no
+    positions are loaded)."""
+    unique = sorted(set(ids))
+    found: set[int] = set()
+    for batch in id_batches(unique):
+        found.update(visible_charts(user).filter(pk__in=batch).values_list("pk", flat=True))
+    _check_all_found(unique, found, field)
+    return unique
+
+
+def _check_all_found(ids: Sequence[int], found: Collection[int], field: str) -> None:
     missing = [i for i in ids if i not in found]
     if missing:
         raise FieldError(field, f"unknown or not visible: {missing[:20]}")
-    return [found[i] for i in ids]
 
 
 def match_candidates(user: Any, chart: Chart) -> list[Chart]:
@@ -377,7 +419,7 @@ def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: Aspect
             results.combined_positions_hash(chart_a.positions_hash, chart_b.positions_hash),
             (time.perf_counter() - start) * 1000.0,
         )
-        results.save_results([row])
+        results.save_results([row], timed=True)
         return payload
 
     payload, level = result_cache().get_or_compute(key, load_or_compute)
@@ -403,8 +445,8 @@ def _compute(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) ->
                 )
             record(charts=1 if kind == AspectResult.Kind.NATAL else 2, pairs=1, hits=len(hits))
             return hits
-    except ValueError as exc:
-        raise FieldError("orbs", str(exc)) from exc
+    except FieldError as exc:
+        raise _request_error(exc, "orbs") from exc
 
 
 @contextmanager
@@ -415,9 +457,16 @@ def engine_call(calc: MemoryOptimizedVectorizedCalculator, name: str) -> Iterato
     amounts: dict[str, float] = {}
     with timed("engine"), silk_profile(name):
         yield lambda **counts: amounts.update(counts)
-    # A batch run in this process may have reset the shared calculator's counters meanwhile.
-    amounts["chunks"] = max(0, calc.monitor.counters.get("chunks", 0) - chunks_before)
+    amounts["chunks"] = calc.monitor.counters.get("chunks", 0) - chunks_before
     metrics.record_engine("api", calc.backend.name, **amounts)
+
+
+# Engine arguments that a request names the same way; any other engine field is reported on the caller's field.
+_REQUEST_FIELDS = frozenset({"method", "orbs", "aspects", "k"})
+
+
+def _request_error(exc: FieldError, default_field: str) -> FieldError:
+    return exc.renamed(exc.field if exc.field in _REQUEST_FIELDS else default_field)
 
 
 def _row(speeds: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64] | None:
@@ -454,8 +503,8 @@ def inline_synastry(
                     points=names,
                 )
                 record(charts=2, pairs=1, hits=len(hits))
-        except ValueError as exc:
-            raise FieldError("points", str(exc)) from exc
+        except FieldError as exc:
+            raise _request_error(exc, "points") from exc
         return hits.to_bytes()
 
     payload, level = result_cache().get_or_compute(key, compute)
@@ -473,8 +522,8 @@ def scores(chart: Chart, others: Sequence[Chart], method: str, config: AspectCon
         with engine_call(calc, "scores") as record:
             values = calc.scores(a.longitudes, b.longitudes, method=method, points=a.points)
             record(charts=1 + len(b.ids), pairs=len(b.ids))
-    except ValueError as exc:
-        raise FieldError("method", str(exc)) from exc
+    except FieldError as exc:
+        raise _request_error(exc, "method") from exc
     return [{"chart": chart_id, "score": _number(v)} for chart_id, v in zip(b.ids, values[0].tolist(), strict=True)]
 
 
@@ -492,8 +541,8 @@ def top_matches(
         with engine_call(calc, "top matches") as record:
             best = calc.top_k(a.longitudes, b.longitudes, k=k, method=method, points=a.points)
             record(charts=1 + len(b.ids), pairs=len(b.ids))
-    except ValueError as exc:
-        raise FieldError("method", str(exc)) from exc
+    except FieldError as exc:
+        raise _request_error(exc, "method") from exc
     return [
         {"rank": rank + 1, "chart": b.ids[int(j)], "score": _number(score)}
         for rank, (j, score) in enumerate(zip(best.indices[0].tolist(), best.scores[0].tolist(), strict=True))

@@ -3,6 +3,7 @@ checks and their fields, selections, populations, the mode table, block counting
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def spec(**changes: Any) -> batch.JobSpec:
     [
         ({"modes": []}, "modes"),
         ({"modes": ["horoscope"]}, "modes"),
-        ({"modes": ["scores"]}, "output"),
+        ({"modes": ["scores"]}, "modes"),  # scores need a file
         ({"output": "{tmp}/out.xml"}, "file_format"),
         ({"output": "{tmp}/out.npz"}, "file_format"),
         ({"modes": ["natal", "top-k"], "output": "{tmp}/out.csv"}, "output"),
@@ -62,9 +63,12 @@ def test_selection_errors_name_the_callers_field(make_chart: ChartFactory) -> No
     with pytest.raises(FieldError) as raised:
         batch.Selection(ids=[*ids, 999_999]).resolve("group_b")
     assert raised.value.field == "group_b" and "999999" in raised.value.message
-    with pytest.raises(FieldError, match="selection is empty") as raised:
+    with pytest.raises(FieldError, match="no charts owned by 'nobody'") as raised:
         batch.Selection(owner="nobody").resolve("group_a")
     assert raised.value.field == "group_a"
+    with pytest.raises(FieldError, match="selection is empty") as raised:
+        batch.Selection(ids=None, changed_since=datetime(2999, 1, 1, tzinfo=UTC)).resolve("group_b")
+    assert raised.value.field == "group_b"
 
 
 def test_a_population_keeps_the_given_order_and_refuses_mixed_points(make_chart: ChartFactory) -> None:
@@ -154,3 +158,38 @@ def test_results_are_upserted_and_stamped_with_their_charts_positions(make_chart
     x.set_positions(x.points, (x.longitude_array + 1.0) % 360.0, x.speed_array)
     x.save()
     assert results.stored_payload("synastry", x, y, "cfg") is None  # computed from positions x no longer has
+
+
+def test_a_batch_run_has_a_calculator_of_its_own(make_chart: ChartFactory) -> None:
+    """A run resets, closes and may fall back on its calculator: none of that may reach the requests' warm one."""
+    from aspects_app import services
+
+    ids = [make_chart().pk for _ in range(4)]
+    computation = batch.Computation(spec(group_a=ids))
+    shared = services.calculator(computation.config, "numpy", computation.spec.working_memory_mb)
+    assert computation.calculator is not shared
+
+
+def test_the_estimate_scales_time_with_the_rows_computed(make_chart: ChartFactory) -> None:
+    ids = [make_chart().pk for _ in range(40)]
+    report = batch.calibrate(spec(modes=["synastry"], group_a=ids), sample_rows=40)["modes"]["synastry"]
+    # The whole population was the sample: the estimate is the sample's time, whatever the units count.
+    assert report["estimated_seconds"] == pytest.approx(report["units"] / report["units_per_second"])
+    assert report["units"] == 40 * 39 // 2
+
+
+def test_groups_with_different_points_fail_before_a_run_exists(make_chart: ChartFactory) -> None:
+    a = [make_chart().pk for _ in range(3)]
+    b = [make_chart(points=("Sun", "Moon")).pk for _ in range(3)]
+    with pytest.raises(FieldError) as raised:
+        batch.check_plan(spec(modes=["synastry"], group_a=a, group_b=b))
+    assert raised.value.field == "group_b"
+
+
+def test_bulk_writes_keep_a_stored_compute_time(make_chart: ChartFactory) -> None:
+    x = make_chart()
+    results.save_results([results.result_row("natal", x.pk, x.pk, "cfg", b"timed", 1, duration_ms=12.5)], timed=True)
+    results.save_results([results.result_row("natal", x.pk, x.pk, "cfg", b"bulk", 1)])
+    stored = AspectResult.objects.get()
+    assert bytes(stored.payload) == b"bulk"
+    assert stored.duration_ms == 12.5

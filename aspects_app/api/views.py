@@ -35,8 +35,10 @@ def service_errors() -> Iterator[None]:
     becomes a 404 (the same whether it exists or not)."""
     try:
         yield
-    except (services.ChartNotFound, jobs.JobNotFound) as exc:
+    except services.ChartNotFound as exc:
         raise NotFound(f"{exc.field}: {exc.message}") from exc
+    except jobs.JobNotFound as exc:
+        raise NotFound(exc.message) from exc
     except FieldError as exc:
         raise ValidationError({exc.field: [exc.message]}) from exc
 
@@ -207,8 +209,10 @@ class SynastryView(APIView):
         query = s.SynastryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         with service_errors():
-            a = services.visible_chart(request.user, query.validated_data["chart_a"], "chart_a")
-            b = services.visible_chart(request.user, query.validated_data["chart_b"], "chart_b")
+            charts = services.visible_charts_by_field(
+                request.user, {field: query.validated_data[field] for field in ("chart_a", "chart_b")}
+            )
+            a, b = charts["chart_a"], charts["chart_b"]
             result = services.synastry_aspects(a, b, _config(query.validated_data))
         return Response({"chart_a": a.pk, "chart_b": b.pk, **_aspects_response(result)})
 

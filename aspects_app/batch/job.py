@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from .. import metrics, services
 from ..engine import AspectHits, MemoryOptimizedVectorizedCalculator
+from ..engine.errors import FieldError
 from ..models import BatchRun
 from .population import Block, Population, load_population
 from .spec import OPERATIONS, BatchError, JobSpec
@@ -48,7 +49,7 @@ class Computation:
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.config = spec.config()
-        self.calculator: MemoryOptimizedVectorizedCalculator = services.calculator(
+        self.calculator: MemoryOptimizedVectorizedCalculator = services.new_calculator(
             self.config, spec.backend, spec.working_memory_mb, spec.chunk_size
         )
         self.column_of: dict[int, int] = {}  # chart id -> its column in group B
@@ -58,7 +59,7 @@ class Computation:
         group_a = load_population(self.spec.group_a, "group_a")
         group_b = group_a if self.spec.group_b is None else load_population(self.spec.group_b, "group_b")
         if group_a.points != group_b.points:
-            raise BatchError(f"groups have different points: {list(group_a.points)} and {list(group_b.points)}")
+            raise FieldError("group_b", f"points {list(group_b.points)} differ from group A's {list(group_a.points)}")
         self.column_of = {chart: column for column, chart in enumerate(group_b.ids.tolist())}
         return group_a, group_b
 
@@ -100,11 +101,11 @@ class Computation:
 
     def _natal(self, block: Block) -> AspectHits:
         a, rows = block.a, block.rows
-        return self.calculator.natal(a.longitudes[rows], _rows(a, rows), points=a.points)
+        return self.calculator.natal(a.longitudes[rows], _speeds(a, rows), points=a.points)
 
     def _synastry(self, block: Block) -> AspectHits:
         a, b, rows = block.a, block.b, block.rows
-        hits = self.calculator.synastry(a.longitudes[rows], b.longitudes, _rows(a, rows), b.speeds, points=a.points)
+        hits = self.calculator.synastry(a.longitudes[rows], b.longitudes, _speeds(a, rows), b.speeds, points=a.points)
         if block.within_one_group:  # each unordered pair once: j > i
             assert hits.j is not None
             hits = hits.select(hits.j > hits.i + rows.start)
@@ -124,7 +125,7 @@ class Computation:
         )  # fmt: skip
 
 
-def _rows(population: Population, rows: slice) -> Any:
+def _speeds(population: Population, rows: slice) -> Any:
     return None if population.speeds is None else population.speeds[rows]
 
 
@@ -201,9 +202,6 @@ class BatchJob(Computation):
         if self.run.status == BatchRun.Status.DONE:
             raise BatchError(f"run {self.run.pk} is already done")
         group_a, group_b = self.load_groups()
-        # The calculator is the process's shared one: its figures (peak memory, chunks) start again for this run.
-        self.calculator.monitor.reset()
-        self._chunks_seen = 0
         totals = [self.units(mode, self.block(group_a, group_b)) for mode in self.spec.modes]
         summary = Summary(self.run.pk, self.spec.modes, self.calculator.backend.name, output=self.spec.output)
         self._start(sum(totals))
@@ -264,7 +262,7 @@ class BatchJob(Computation):
             yield rows
 
     def _run_mode(self, mode: str, a: Population, b: Population, offset: int, summary: Summary) -> None:
-        writer = open_writer(self.spec, mode, a, b, self.state.file_bytes, self.run.pk)
+        writer = open_writer(self.spec, mode, a, b, self.state.file_bytes, self.config.config_hash(), self.run.pk)
         try:
             for rows in self._blocks(mode, a, b):
                 # Database output: the block's rows and the run's progress commit together.
@@ -299,20 +297,30 @@ class BatchJob(Computation):
 
 def calibrate(spec: JobSpec, sample_rows: int = 64) -> dict[str, Any]:
     """Memory plan and a time estimate per mode, from a short run of the same computation on a sample of group A
-    (nothing written); units are counted as the run counts them."""
+    (nothing written). Units are counted as the run counts them; the time scales with the rows of group A (synastry
+    within one group computes whole rows and then keeps each pair once)."""
     computation = Computation(spec)
-    a, b = computation.load_groups()
-    calc = computation.calculator
-    report: dict[str, Any] = {"backend": calc.backend.name, "modes": {}}
-    sample = computation.block(a, b, slice(0, min(sample_rows, len(a.ids))))
-    whole = computation.block(a, b)
-    for mode in spec.modes:
-        plan = calc.estimate_memory_usage(
-            len(a.ids), len(b.ids), len(a.points), OPERATIONS[mode], spec.method, points=a.points
-        )
-        start = time.perf_counter()
-        computation.compute(mode, sample)
-        rate = computation.units(mode, sample) / max(time.perf_counter() - start, 1e-9)
-        total = computation.units(mode, whole)
-        report["modes"][mode] = {**plan, "units": total, "units_per_second": rate, "estimated_seconds": total / rate}
-    return report
+    try:
+        a, b = computation.load_groups()
+        calc = computation.calculator
+        report: dict[str, Any] = {"backend": calc.backend.name, "modes": {}}
+        sample_rows = min(sample_rows, len(a.ids))
+        sample = computation.block(a, b, slice(0, sample_rows))
+        for mode in spec.modes:
+            plan = calc.estimate_memory_usage(
+                len(a.ids), len(b.ids), len(a.points), OPERATIONS[mode], spec.method, points=a.points
+            )
+            start = time.perf_counter()
+            computation.compute(mode, sample)
+            # Every row of A costs the same (a chart, or one row against all of B), whatever units count.
+            estimated = max(time.perf_counter() - start, 1e-9) * len(a.ids) / sample_rows
+            total = computation.units(mode, computation.block(a, b))
+            report["modes"][mode] = {
+                **plan,
+                "units": total,
+                "units_per_second": total / estimated,
+                "estimated_seconds": estimated,
+            }
+        return report
+    finally:
+        computation.calculator.close()

@@ -14,6 +14,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from .. import services
+from ..conf import get_config
 from ..engine import AspectConfig
 from ..engine.errors import FieldError
 from ..models import Chart, id_batches
@@ -47,7 +48,10 @@ class Selection:
         return charts.order_by("pk")
 
     def resolve(self, field: str) -> list[int]:
-        """The selected ids, ascending; an empty selection or an unknown id is a :class:`FieldError` on ``field``."""
+        """The selected ids, ascending; an empty selection, an owner without charts or an unknown id is a
+        :class:`FieldError` on ``field``."""
+        if self.owner is not None and not Chart.objects.filter(owner__username=self.owner).exists():
+            raise FieldError(field, f"no charts owned by {self.owner!r}")
         if self.ids is not None:
             found: set[int] = set()
             for batch in id_batches(self.ids):
@@ -74,18 +78,23 @@ class JobSpec:
     aspects: list[str] | None = None
     method: str = "discepolo"
     k: int = 10
-    backend: str = "auto"
-    working_memory_mb: float = 256.0
+    backend: str | None = None  # None: the settings' (resolved when the spec is made, so the run keeps it)
+    working_memory_mb: float | None = None  # None: the settings'
     chunk_size: int | None = None
     output: str = "db"  # "db" or a file path
     file_format: str | None = None
 
     def __post_init__(self) -> None:
+        settings = get_config()
+        if self.backend is None:
+            self.backend = settings.backend
+        if self.working_memory_mb is None:
+            self.working_memory_mb = settings.working_memory_mb
         self._check_modes()
         if self.output != "db":
             self._check_file_output()
         elif "scores" in self.modes:
-            raise FieldError("output", "--mode scores writes a dense matrix: give --output PATH.npz (or .csv / .jsonl)")
+            raise FieldError("modes", "scores writes a dense matrix: give --output PATH.npz (or .csv / .jsonl)")
         self._check_sizes()
         self.config()  # validate orbs and aspects now, not after the first block
 
@@ -109,8 +118,9 @@ class JobSpec:
     def _check_sizes(self) -> None:
         if self.k < 1:
             raise FieldError("k", f"must be at least 1, got {self.k}")
-        if not math.isfinite(self.working_memory_mb) or self.working_memory_mb <= 0:
-            raise FieldError("working_memory_mb", f"must be positive and finite, got {self.working_memory_mb}")
+        budget = self.working_memory_mb
+        if budget is None or not math.isfinite(budget) or budget <= 0:
+            raise FieldError("working_memory_mb", f"must be positive and finite, got {budget}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise FieldError("chunk_size", f"must be at least 1, got {self.chunk_size}")
 
@@ -133,6 +143,7 @@ class JobSpec:
 def check_plan(spec: JobSpec) -> None:
     """Fail before anything is stored: charts whose points differ, or a budget that cannot hold one chart pair
     of some mode (a :class:`FieldError` on the engine's argument, e.g. ``working_memory_mb``)."""
+    seen: list[set[tuple[str, ...]]] = []
     for field, ids in (("group_a", spec.group_a), ("group_b", spec.group_b or [])):
         kinds: set[tuple[str, ...]] = set()
         for batch in id_batches(ids):
@@ -140,6 +151,9 @@ def check_plan(spec: JobSpec) -> None:
             kinds.update(tuple(p) for p in points)
         if len(kinds) > 1:
             raise FieldError(field, f"the selected charts have different points: {sorted(kinds)[:3]}")
+        seen.append(kinds)
+    if seen[1] and seen[1] != seen[0]:
+        raise FieldError("group_b", f"points {sorted(seen[1])[0]} differ from group A's {sorted(seen[0])[0]}")
     first = Chart.objects.filter(pk=spec.group_a[0]).values_list("points", flat=True).first()
     # Checked against the NumPy path's plan: it needs no device, and it holds more per pair than the fused kernels.
     calc = services.calculator(spec.config(), "numpy", spec.working_memory_mb, spec.chunk_size)

@@ -94,25 +94,23 @@ class DatabaseWriter(Writer):
         return results.save_results(rows_out)
 
     def write_matches(self, best: TopK, block: Block) -> int:
-        charts = block.a.ids[block.rows].tolist()
-        partners = block.b.ids[best.indices].tolist()
         matches = [
             Match(
                 chart_id=chart,
                 partner_id=partner,
-                rank=rank + 1,
+                rank=rank,
                 score=float(score),
                 method=self.method,
                 config_hash=self.config_hash,
                 run_id=self.run_id,
             )
-            for chart, row_partners, row_scores in zip(charts, partners, best.scores.tolist(), strict=True)
-            for rank, (partner, score) in enumerate(zip(row_partners, row_scores, strict=True))
+            for chart, rank, partner, score in _match_rows(best, block)
         ]
-        return results.replace_matches(charts, self.method, self.config_hash, matches)
+        return results.replace_matches(block.a.ids[block.rows].tolist(), self.method, self.config_hash, matches)
 
 
 def _match_rows(best: TopK, block: Block) -> list[list[Any]]:
+    """(chart, rank from 1, partner, score) of each chart's list."""
     partners = block.b.ids[best.indices].tolist()
     charts = block.a.ids[block.rows].tolist()
     return [
@@ -235,10 +233,10 @@ class NpzWriter(Writer):
 
 
 def open_writer(
-    spec: JobSpec, mode: str, a: Population, b: Population, resume_bytes: int, run_id: int | None
+    spec: JobSpec, mode: str, a: Population, b: Population, resume_bytes: int, config_hash: str, run_id: int | None
 ) -> Writer:
     if spec.output == "db":
-        return DatabaseWriter(spec.config().config_hash(), spec.method, run_id)
+        return DatabaseWriter(config_hash, spec.method, run_id)
     if spec.file_format == "npz":
         return NpzWriter(spec, a, b)
     return FileWriter(spec, mode, resume_bytes)

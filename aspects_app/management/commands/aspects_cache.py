@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from aspects_app import jobs, services
-from aspects_app.engine.errors import FieldError
+from aspects_app.management.fields import command_errors
 
 
 class Command(BaseCommand):
@@ -29,16 +29,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
-        try:
+        with command_errors():
             if action == "stats":
                 self._stats(options["json"])
             elif action == "clear":
                 self._clear(options["chart"], options["persisted"])
             else:
                 self._warm(options["ids"], options["owner"], options["orbs"])
-        except FieldError as exc:
-            name = "--ids" if exc.field == "group_a" else f"--{exc.field}"
-            raise CommandError(f"{name}: {exc.message}") from exc
 
     def _stats(self, as_json: bool) -> None:
         stats = services.cache_stats()

@@ -17,14 +17,11 @@ from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
 from aspects_app import demo_data, jobs
-from aspects_app.conf import get_config
 from aspects_app.engine.backend import BACKEND_NAMES
-from aspects_app.engine.errors import FieldError
 from aspects_app.engine.scoring import SCORE_METHODS
-from aspects_app.models import BatchRun, Chart
+from aspects_app.management.fields import command_errors
+from aspects_app.models import BatchRun
 
-# The spec's fields as this command names them (its flags, or the group they select).
-FLAGS = {"group_a": "selection", "group_b": "second group", "modes": "--mode", "k": "-k", "file_format": "--format"}
 # Options a resumed run takes from its own parameters instead.
 RUN_PARAMETERS = (
     "mode",
@@ -42,21 +39,6 @@ RUN_PARAMETERS = (
     "chunk_size",
     "format",
 )
-
-
-def flag(field: str) -> str:
-    return FLAGS.get(field, "--" + field.replace("_", "-"))
-
-
-@contextmanager
-def command_errors() -> Iterator[None]:
-    """An owner's errors as CommandErrors, fields named by their flags."""
-    try:
-        yield
-    except FieldError as exc:
-        raise CommandError(f"{flag(exc.field)}: {exc.message}") from exc
-    except jobs.BatchError as exc:
-        raise CommandError(str(exc)) from exc
 
 
 class Command(BaseCommand):
@@ -162,7 +144,6 @@ class Command(BaseCommand):
             raise CommandError(f"--resume takes the run's own parameters; drop {names}")
 
     def _spec(self, options: dict[str, Any]) -> jobs.JobSpec:
-        settings = get_config()
         group_a = self._selection(options["ids"], options["owner"], options["changed_since"], "")
         with_any = any(options[n] for n in ("with_ids", "with_owner", "with_changed_since")) or options["with_all"]
         group_b = (
@@ -170,7 +151,6 @@ class Command(BaseCommand):
             if with_any
             else None
         )
-        budget = options["working_memory_mb"]
         return jobs.JobSpec(
             modes=list(dict.fromkeys(options["mode"])),
             group_a=group_a.resolve("group_a"),
@@ -179,8 +159,8 @@ class Command(BaseCommand):
             aspects=None if options["aspects"] is None else options["aspects"].split(","),
             method=options["method"],
             k=options["k"],
-            backend=options["backend"] or settings.backend,
-            working_memory_mb=float(settings.working_memory_mb if budget is None else budget),
+            backend=options["backend"],
+            working_memory_mb=options["working_memory_mb"],
             chunk_size=options["chunk_size"],
             output=options["output"],
             file_format=options["format"],
@@ -202,8 +182,6 @@ class Command(BaseCommand):
                 raise CommandError(f"--{prefix}changed-since: not an ISO datetime: {since!r}")
             if moment.tzinfo is None:
                 raise CommandError(f"--{prefix}changed-since: give a UTC offset, e.g. {since}+00:00")
-        if owner is not None and not Chart.objects.filter(owner__username=owner).exists():
-            raise CommandError(f"--{prefix}owner: no charts owned by {owner!r}")
         return jobs.Selection(ids=parsed_ids, owner=owner, changed_since=moment)
 
     @staticmethod
