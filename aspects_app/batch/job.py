@@ -4,7 +4,8 @@ write per block, every mode described by one row of :data:`MODE_TABLE`.
 Each block's results and the run's progress are committed together (database) or the file is flushed before
 the progress is recorded (files), so a job stopped anywhere resumes at its first unfinished block with no
 duplicate and no missing rows: database writes are upserts, and a file is cut back to the length it had after
-the last recorded block.
+the last recorded block. Once the last block is recorded the output is whole, so a resumed run only puts it in
+place (:func:`.writers.finish_output`, repeatable), whichever step of finishing the crash came after.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..engine.errors import FieldError
 from ..models import BatchRun
 from .population import Block, Population, load_population
 from .spec import OPERATIONS, BatchError, JobSpec
-from .writers import Writer, open_writer
+from .writers import Writer, finish_output, open_writer
 
 # Rows per block are the engine's chunk rows, within these bounds: enough to amortise a transaction, few enough
 # that an interruption loses little and progress moves.
@@ -262,6 +263,11 @@ class BatchJob(Computation):
             yield rows
 
     def _run_mode(self, mode: str, a: Population, b: Population, offset: int, summary: Summary) -> None:
+        if self.state.next_row >= len(a.ids):
+            # Every block is recorded (the run stopped while finishing the mode): opening a writer would start an
+            # empty partial file and rename it over the finished one.
+            finish_output(self.spec, a, b, self.state.file_bytes)
+            return
         writer = open_writer(self.spec, mode, a, b, self.state.file_bytes, self.config.config_hash(), self.run.pk)
         try:
             for rows in self._blocks(mode, a, b):

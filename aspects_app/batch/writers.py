@@ -1,7 +1,8 @@
 """Where a batch mode's results go: the database (through :mod:`aspects_app.results`), JSON Lines or CSV files,
 or a dense ``.npz`` score matrix. File writers write to a partial file that is renamed into place when the mode
 completes, and report their length after each block so that a resumed run cuts off what an interrupted block
-wrote."""
+wrote. Putting a complete file in place (:func:`finish_output`) can be repeated after a crash at any of its steps:
+it never opens the output for writing, so it cannot truncate a finished file or start an empty one."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import csv
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -125,7 +127,7 @@ class FileWriter(Writer):
 
     def __init__(self, spec: JobSpec, mode: str, resume_bytes: int) -> None:
         self.path = Path(spec.output)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial = _text_partial(self.path)
         self.format = spec.file_format
         self.mode = mode
         exists = self.partial.exists()
@@ -186,9 +188,21 @@ class FileWriter(Writer):
         return self.handle.tell()
 
     def close(self) -> None:
-        self.flush()
+        length = self.flush()
         self.handle.close()
-        os.replace(self.partial, self.path)
+        self.finish(self.path, length)
+
+    @staticmethod
+    def finish(path: Path, length: int) -> None:
+        """Rename the complete partial file (``length`` bytes) onto ``path``, or accept it already renamed."""
+        partial = _text_partial(path)
+        if partial.exists():
+            if partial.stat().st_size != length:
+                raise BatchError(f"--resume: {partial} is not {length} bytes long as recorded; start the run again")
+            os.replace(partial, path)
+            _sync_directory(path)
+        elif not (path.exists() and path.stat().st_size == length):
+            raise BatchError(f"--resume: {partial} is gone and {path} is not the finished output; start the run again")
 
     def abort(self) -> None:
         # The partial file stays for --resume; only the handle goes.
@@ -199,16 +213,13 @@ class NpzWriter(Writer):
     """Dense scores into a memory-mapped ``PATH.partial.npy``, compressed into PATH (.npz) when complete."""
 
     def __init__(self, spec: JobSpec, a: Population, b: Population) -> None:
+        self.spec, self.a, self.b = spec, a, b
         self.path = Path(spec.output)
-        self.partial = self.path.with_name(self.path.name + ".partial.npy")
-        self.ids_a, self.ids_b = a.ids, b.ids
-        shape = (len(a.ids), len(b.ids))
-        dtype = np.dtype(np.int16 if spec.method == "discepolo" else np.float64)
+        self.partial = _npz_partial(self.path)
+        shape, dtype = _matrix_layout(spec, a, b)
         self.matrix: np.memmap[Any, Any]
         if self.partial.exists():
-            self.matrix = np.load(self.partial, mmap_mode="r+")
-            if self.matrix.shape != shape or self.matrix.dtype != dtype:
-                raise BatchError(f"--resume: {self.partial} does not hold this run's matrix")
+            self.matrix = _load_partial_matrix(self.partial, spec, a, b, "r+")
         else:
             self.matrix = np.lib.format.open_memmap(self.partial, mode="w+", dtype=dtype, shape=shape)
 
@@ -222,14 +233,94 @@ class NpzWriter(Writer):
 
     def close(self) -> None:
         self.matrix.flush()
-        temporary = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez_compressed(temporary, scores=self.matrix, chart_a=self.ids_a, chart_b=self.ids_b)
-        os.replace(temporary, self.path)
-        del self.matrix
-        self.partial.unlink()
+        del self.matrix  # released before its file is removed
+        self.finish(self.spec, self.a, self.b)
+
+    @staticmethod
+    def finish(spec: JobSpec, a: Population, b: Population) -> None:
+        """Compress the complete partial matrix into PATH, repeatably. The matrix is whole in exactly one place at
+        every step: the partial, until a durable compressed copy exists; that copy (``PATH.tmp.npz``), once the
+        partial is gone; PATH, once it is renamed. So a resume never rewrites a PATH already in place."""
+        path = Path(spec.output)
+        partial, temporary = _npz_partial(path), path.with_name(path.name + ".tmp.npz")
+        layout = _matrix_layout(spec, a, b)
+        if partial.exists():
+            matrix = _load_partial_matrix(partial, spec, a, b, "r")
+            with open(temporary, "wb") as handle:
+                np.savez_compressed(handle, scores=matrix, chart_a=a.ids, chart_b=b.ids)
+                handle.flush()
+                os.fsync(handle.fileno())
+            del matrix  # released before its file is removed
+            _sync_directory(path)
+            partial.unlink()
+        elif not temporary.exists():
+            if not _holds_matrix(path, *layout):
+                raise BatchError(f"--resume: {partial} is gone and {path} is not the finished output; start again")
+            return  # in place already
+        elif not _holds_matrix(temporary, *layout):
+            raise BatchError(f"--resume: {partial} is gone and {temporary} is not this run's matrix; start again")
+        os.replace(temporary, path)
+        _sync_directory(path)
 
     def abort(self) -> None:
-        self.matrix.flush()
+        if hasattr(self, "matrix"):  # gone once close() has handed the matrix to finish()
+            self.matrix.flush()
+
+
+def _text_partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def _npz_partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial.npy")
+
+
+def _matrix_layout(spec: JobSpec, a: Population, b: Population) -> tuple[tuple[int, int], np.dtype[Any]]:
+    return (len(a.ids), len(b.ids)), np.dtype(np.int16 if spec.method == "discepolo" else np.float64)
+
+
+def _load_partial_matrix(partial: Path, spec: JobSpec, a: Population, b: Population, mode: Literal["r", "r+"]) -> Any:
+    matrix = np.load(partial, mmap_mode=mode)
+    if (matrix.shape, matrix.dtype) != _matrix_layout(spec, a, b):
+        raise BatchError(f"--resume: {partial} does not hold this run's matrix")
+    return matrix
+
+
+def _holds_matrix(path: Path, shape: tuple[int, int], dtype: np.dtype[Any]) -> bool:
+    """Whether ``path`` is an .npz whose scores have this shape and dtype (read from the header only)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("scores.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            header = read(member)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    found_shape, _fortran, found_dtype = header
+    return bool(found_shape == shape and found_dtype == dtype)
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename durable before the run records it: otherwise a power cut could undo it under a run marked
+    done. (Only POSIX can open a directory for this.)"""
+    if os.name != "posix":
+        return
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def finish_output(spec: JobSpec, a: Population, b: Population, file_bytes: int) -> None:
+    """Put in place the output of a mode whose every block is recorded (its data is whole), when a crash came
+    before that was done or before the run recorded it. Nothing is opened for writing: a writer would start an
+    empty partial and rename it over the finished file."""
+    if spec.output == "db":
+        return  # every block committed with its rows
+    if spec.file_format == "npz":
+        NpzWriter.finish(spec, a, b)
+    else:
+        FileWriter.finish(Path(spec.output), file_bytes)
 
 
 def open_writer(
