@@ -61,7 +61,13 @@ __all__ = [
 
 class EnqueueFailed(RuntimeError):
     """The broker could not take the run's blocks (down or unreachable); the run is marked failed and resumes
-    with its blocks once the broker is back."""
+    with its blocks once the broker is back. ``reason`` is short and names no host: "timed out" or
+    "unreachable"."""
+
+    def __init__(self, message: str, run_id: int, reason: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.reason = reason
 
 
 class JobNotFound(FieldError):
@@ -107,7 +113,9 @@ def start(run: BatchRun, queue: str | None = None) -> int:
         raise
     except Exception as exc:  # the broker is down or unreachable
         fail(run.pk, f"enqueueing failed: {exc}")
-        raise EnqueueFailed(f"could not enqueue run {run.pk} ({exc})") from exc
+        timed_out = isinstance(exc, TimeoutError) or "timeout" in str(exc).lower() or "timed out" in str(exc).lower()
+        reason = "timed out" if timed_out else "unreachable"
+        raise EnqueueFailed(f"could not enqueue run {run.pk} ({exc})", run.pk, reason) from exc
 
 
 def is_distributed(run: BatchRun) -> bool:

@@ -13,8 +13,17 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        # DRF's, refusing credentials no account can have (a NUL byte, say) before they reach the database.
+        "aspects_app.api.authentication.BasicAuthentication",
     ],
+    "DEFAULT_PARSER_CLASSES": [
+        # DRF's JSON parser with a nesting-depth limit (deep nesting made Python's json raise RecursionError).
+        "aspects_app.api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # DRF's, with a JSON 400 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE (Django's own 400 is an HTML page).
+    "EXCEPTION_HANDLER": "aspects_app.api.exceptions.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "aspects_app API",
@@ -30,6 +39,9 @@ SPECTACULAR_SETTINGS = {
 # -- Celery (distributed batch runs) -------------------------------------------------------------------------
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2")
+# Seconds to connect to the broker (Celery's default is 4); enqueueing a job also bounds each broker command by it,
+# so POST jobs/ answers 503 within seconds when the broker is down or stopped, instead of hanging.
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
 CELERY_TASK_ACKS_LATE = True  # a block is acknowledged when done: a killed worker's block is delivered again
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # blocks are long: no worker hoards them

@@ -422,3 +422,10 @@ class JobSerializer(serializers.Serializer[Any]):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     links = serializers.DictField(child=serializers.CharField())
+
+
+class BrokerUnavailableSerializer(serializers.Serializer[Any]):
+    """The 503 of a job the broker could not take: the job exists, marked failed, and can be resumed."""
+
+    detail = serializers.CharField()
+    job = serializers.IntegerField(help_text="The failed job's id.")

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.urls import reverse
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -26,15 +26,23 @@ from .. import jobs, services
 from ..engine.errors import FieldError
 from ..models import BatchRun, Chart
 from . import serializers as s
+from .exceptions import BrokerUnavailable
 from .throttling import ComputeRateThrottle
 
 
 @contextmanager
 def service_errors() -> Iterator[None]:
     """An owner's FieldError becomes a 400 naming the offending field; a chart or job the caller may not see
-    becomes a 404 (the same whether it exists or not)."""
+    becomes a 404 (the same whether it exists or not); a job the broker could not take becomes a 503 (the job
+    is marked failed and resumable)."""
     try:
         yield
+    except jobs.EnqueueFailed as exc:
+        raise BrokerUnavailable(
+            f"The job broker is unavailable ({exc.reason}): job {exc.run_id} is marked failed. Submit it again "
+            f"later; an operator can resume it with compute_aspects --resume {exc.run_id}.",
+            job=exc.run_id,
+        ) from exc
     except services.ChartNotFound as exc:
         raise NotFound(f"{exc.field}: {exc.message}") from exc
     except jobs.JobNotFound as exc:
@@ -338,7 +346,17 @@ class JobViewSet(viewsets.ViewSet):
     def list(self, request: Request) -> Response:
         return Response([self._body(request, run) for run in jobs.visible_jobs(request.user).order_by("-pk")[:100]])
 
-    @extend_schema(request=s.JobRequestSerializer, responses={202: s.JobSerializer})
+    @extend_schema(
+        request=s.JobRequestSerializer,
+        responses={
+            202: s.JobSerializer,
+            503: OpenApiResponse(
+                s.BrokerUnavailableSerializer,
+                description="The broker could not take the job's blocks (down, or not answering within seconds): "
+                "the job is marked failed. Retry-After says when to try again.",
+            ),
+        },
+    )
     def create(self, request: Request) -> Response:
         body = s.JobRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
