@@ -5,12 +5,13 @@ visibility rules views need. Views and commands call these functions; batch runs
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -81,8 +82,84 @@ def _build_calculator(
     )
 
 
-# Calculators keep their buffer pool and kernel tables warm between requests with the same configuration.
-_shared_calculator = lru_cache(maxsize=32)(_build_calculator)
+MIB = 1 << 20
+# Calculators that requests share, at most this many: each keeps its kernel tables (KiB for ten points, about
+# 3 MiB for 255) and a pool of scratch buffers, which is what the byte budget below bounds.
+MAX_SHARED_CALCULATORS = 32
+# The scratch buffers kept by all of them together, in units of the settings' WORKING_MEMORY_MB: one request fills
+# a pool up to about its budget (258 MB for scores of 999 charts of 255 points), so the two most recent
+# configurations stay warm and a third empties the pool of the least recently used.
+SHARED_POOL_BUDGET_FACTOR = 2
+
+CalculatorKey = tuple[AspectConfig, str, float, float | None, int | None]
+
+
+class SharedCalculators:
+    """The calculators that requests share, one per configuration, backend, budget, device cap and chunk size,
+    kept warm between requests: their kernel tables, and their pools of scratch buffers within a byte budget for
+    the process (:meth:`trim`, after every request-time engine call), the most recently used first. A count alone
+    bounded nothing: 32 configurations each kept a budget's worth of buffers (a worker grew by 2.5 GB on 12
+    ``scores`` requests with slightly different orbs, and never gave it back)."""
+
+    def __init__(self, maxsize: int = MAX_SHARED_CALCULATORS) -> None:
+        self.maxsize = maxsize
+        self._lock = threading.Lock()
+        self._calculators: OrderedDict[CalculatorKey, MemoryOptimizedVectorizedCalculator] = OrderedDict()
+
+    def get(self, key: CalculatorKey) -> MemoryOptimizedVectorizedCalculator:
+        with self._lock:
+            found = self._calculators.get(key)
+            if found is not None:
+                self._calculators.move_to_end(key)
+                return found
+        built = _build_calculator(*key)  # outside the lock: the first one may import a GPU library
+        built.pool.max_free_bytes = min(built.pool.max_free_bytes, pool_budget_bytes())
+        with self._lock:
+            calc = self._calculators.setdefault(key, built)  # another thread's, if it got there first
+            self._calculators.move_to_end(key)
+            while len(self._calculators) > self.maxsize:
+                # Dropped, not closed: a request may still be using it; its buffers go with it.
+                self._calculators.popitem(last=False)
+            return calc
+
+    def trim(self, budget_bytes: int | None = None) -> int:
+        """Empty the pools of the least recently used calculators until the others' free buffers fit
+        ``budget_bytes`` (default :func:`pool_budget_bytes`); returns the bytes kept. Buffers a request is using
+        are not free: they come back to their pool afterwards, and that request's own trim bounds them."""
+        budget = pool_budget_bytes() if budget_bytes is None else budget_bytes
+        with self._lock:
+            recent_first = list(reversed(self._calculators.values()))
+        kept = 0
+        for calc in recent_first:
+            held = calc.pool.free_bytes
+            if kept + held <= budget:
+                kept += held
+            else:
+                calc.pool.clear()
+        return kept
+
+    def pooled_bytes(self) -> int:
+        """The free buffers that the shared calculators keep, in bytes."""
+        with self._lock:
+            calculators = list(self._calculators.values())
+        return sum(calc.pool.free_bytes for calc in calculators)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calculators.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._calculators)
+
+
+def pool_budget_bytes() -> int:
+    """What the shared calculators' pools may keep together: ``SHARED_POOL_BUDGET_FACTOR`` times the settings'
+    ``WORKING_MEMORY_MB``."""
+    return int(SHARED_POOL_BUDGET_FACTOR * get_config().working_memory_mb * MIB)
+
+
+shared_calculators = SharedCalculators()
 
 
 def _calculator_settings(backend: str | None, working_memory_mb: float | None) -> tuple[str, float, float | None]:
@@ -103,7 +180,7 @@ def calculator(
 ) -> MemoryOptimizedVectorizedCalculator:
     """The process's shared calculator for ``config`` (kept warm), with the settings' backend and budget unless
     given."""
-    return _shared_calculator(config, *_calculator_settings(backend, working_memory_mb), chunk_size)
+    return shared_calculators.get((config, *_calculator_settings(backend, working_memory_mb), chunk_size))
 
 
 def new_calculator(
@@ -455,8 +532,11 @@ def engine_call(calc: MemoryOptimizedVectorizedCalculator, name: str) -> Iterato
     counted in the metrics (the block calls the yielded function with charts, pairs, hits)."""
     chunks_before = calc.monitor.counters.get("chunks", 0)
     amounts: dict[str, float] = {}
-    with timed("engine"), silk_profile(name):
-        yield lambda **counts: amounts.update(counts)
+    try:
+        with timed("engine"), silk_profile(name):
+            yield lambda **counts: amounts.update(counts)
+    finally:
+        shared_calculators.trim()
     amounts["chunks"] = calc.monitor.counters.get("chunks", 0) - chunks_before
     metrics.record_engine("api", calc.backend.name, **amounts)
 
@@ -588,7 +668,10 @@ def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int =
             by_points.setdefault(tuple(chart.points), []).append(chart)
         for points, group in by_points.items():
             arrays = chart_arrays(group)
-            hits = calculator(config).natal(arrays.longitudes, arrays.speeds, points=points)
+            try:
+                hits = calculator(config).natal(arrays.longitudes, arrays.speeds, points=points)
+            finally:
+                shared_calculators.trim()
             parts = hits.split()
             empty = AspectHits.empty(points, natal=True)
             payloads = {keys[c.pk]: parts.get(n, empty).to_bytes() for n, c in enumerate(group)}
