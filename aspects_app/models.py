@@ -24,6 +24,13 @@ def id_batches(ids: Sequence[T], size: int = ID_BATCH) -> Iterator[Sequence[T]]:
         yield ids[start : start + size]
 
 
+def stacked_positions(blobs: Sequence[bytes | memoryview], width: int) -> npt.NDArray[np.float64]:
+    """Stored position fields (``longitudes`` or ``speeds``) of many charts as one (N, ``width``) array, decoded
+    at once rather than chart by chart."""
+    flat = np.frombuffer(b"".join(blobs), dtype=_POSITION_DTYPE).astype(np.float64)
+    return flat.reshape(len(blobs), width)
+
+
 def positions_hash(points: list[str] | tuple[str, ...], longitudes: npt.NDArray[Any], speeds: Any) -> str:
     """Content hash of a chart's positions: cache keys and result invalidation rest on it."""
     digest = hashlib.sha256()

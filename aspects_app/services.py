@@ -4,6 +4,7 @@ visibility rules views need. Views and commands call these functions; batch runs
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from django.db import transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
 
 from . import ephemeris, metrics, results
 from .cache import result_cache, result_key
@@ -29,7 +32,7 @@ from .engine import (
 )
 from .engine.aspects import ASPECT_ANGLES, ORB_PRESETS, STANDARD_POINTS
 from .engine.errors import FieldError
-from .models import AspectResult, Chart, ChartQuerySet, id_batches, positions_hash
+from .models import AspectResult, Chart, ChartQuerySet, id_batches, positions_hash, stacked_positions
 from .profiling import silk_profile
 from .timing import timed
 
@@ -319,13 +322,60 @@ def _check_all_found(ids: Sequence[int], found: Collection[int], field: str) -> 
         raise FieldError(field, f"unknown or not visible: {missing[:20]}")
 
 
-def match_candidates(user: Any, chart: Chart) -> list[Chart]:
-    """Every chart ``user`` may see but ``chart``, up to ``MAX_MATCH_CANDIDATES`` (more is a batch job's)."""
+@dataclass(frozen=True)
+class MatchCandidates:
+    """The candidates that have ``points``, as arrays: ids ascending (one per row) and their (N, P) longitudes.
+    Top-k needs no speeds, so none are loaded."""
+
+    points: tuple[str, ...]
+    ids: npt.NDArray[np.int64]
+    longitudes: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_rows(
+        cls, points: Sequence[str], rows: Iterable[tuple[int, Sequence[str], bytes | memoryview]]
+    ) -> MatchCandidates:
+        """From (id, points, longitudes bytes) rows, skipping those with other points (or, a row written around
+        ``set_positions``, a different number of longitudes)."""
+        wanted = list(points)
+        size = len(wanted) * np.dtype(np.float64).itemsize
+        ids: list[int] = []
+        blobs: list[bytes | memoryview] = []
+        for pk, row_points, blob in rows:
+            if row_points == wanted and len(blob) == size:
+                ids.append(pk)
+                blobs.append(blob)
+        return cls(tuple(wanted), np.asarray(ids, dtype=np.int64), stacked_positions(blobs, len(wanted)))
+
+    @classmethod
+    def from_charts(cls, points: Sequence[str], charts: Iterable[Chart]) -> MatchCandidates:
+        return cls.from_rows(points, ((int(c.pk), list(c.points), c.longitudes) for c in charts))
+
+
+def match_candidates(user: Any, chart: Chart) -> MatchCandidates:
+    """Every chart ``user`` may see but ``chart`` that has ``chart``'s points, up to ``MAX_MATCH_CANDIDATES``
+    visible ones (more is a batch job's), in one query: ids, points and longitudes only, never model instances
+    (a deferred field read back per chart was one query per candidate)."""
     limit = get_config().max_match_candidates
-    candidates = list(visible_charts(user).exclude(pk=chart.pk).only("id", "points", "longitudes")[: limit + 1])
-    if len(candidates) > limit:
+    # The points as the database's text, decoded once per distinct list: JSONField decodes every row's (most of
+    # the time of 50,000 rows otherwise).
+    candidates = visible_charts(user).exclude(pk=chart.pk).order_by("pk")
+    text = candidates.annotate(points_text=Cast("points", TextField()))
+    rows = list(text.values_list("pk", "points_text", "longitudes")[: limit + 1])
+    if len(rows) > limit:
         raise FieldError("k", f"more than {limit} candidates; use manage.py compute_aspects for this")
-    return candidates
+    decoded: dict[str, list[str]] = {}
+
+    def points_of(value: str) -> list[str]:
+        found = decoded.get(value)
+        if found is None:
+            found = decoded[value] = json.loads(value)
+        return found
+
+    return MatchCandidates.from_rows(chart.points, ((pk, points_of(t), blob) for pk, t, blob in rows))
 
 
 # -- charts ----------------------------------------------------------------------------------------------------
@@ -608,23 +658,28 @@ def scores(chart: Chart, others: Sequence[Chart], method: str, config: AspectCon
 
 
 def top_matches(
-    chart: Chart, candidates: Sequence[Chart], k: int, method: str, config: AspectConfig
+    chart: Chart, candidates: MatchCandidates | Sequence[Chart], k: int, method: str, config: AspectConfig
 ) -> list[dict[str, Any]]:
-    """The ``k`` best partners of ``chart`` among ``candidates`` (the chart itself excluded)."""
-    others = [c for c in candidates if c.pk != chart.pk and tuple(c.points) == tuple(chart.points)]
-    if not others:
+    """The ``k`` best partners of ``chart`` among ``candidates`` (:func:`match_candidates`, or charts), the chart
+    itself and charts with other points left out; ties go to the earlier candidate."""
+    points = tuple(chart.points)
+    if not isinstance(candidates, MatchCandidates):
+        candidates = MatchCandidates.from_charts(points, candidates)
+    elif candidates.points != points:
+        candidates = MatchCandidates(points, candidates.ids[:0], candidates.longitudes[:0])
+    others = candidates.ids != chart.pk
+    ids, longitudes = candidates.ids[others], candidates.longitudes[others]
+    if not len(ids):
         return []
-    a = chart_arrays([chart], "chart")
-    b = chart_arrays(others, "candidates")
     calc = calculator(config)
     try:
         with engine_call(calc, "top matches") as record:
-            best = calc.top_k(a.longitudes, b.longitudes, k=k, method=method, points=a.points)
-            record(charts=1 + len(b.ids), pairs=len(b.ids))
+            best = calc.top_k(chart.longitude_array[None, :], longitudes, k=k, method=method, points=points)
+            record(charts=1 + len(ids), pairs=len(ids))
     except FieldError as exc:
         raise _request_error(exc, "method") from exc
     return [
-        {"rank": rank + 1, "chart": b.ids[int(j)], "score": _number(score)}
+        {"rank": rank + 1, "chart": int(ids[j]), "score": _number(score)}
         for rank, (j, score) in enumerate(zip(best.indices[0].tolist(), best.scores[0].tolist(), strict=True))
     ]
 
