@@ -62,7 +62,7 @@ def main() -> int:
     from django.db import connection
     from django.test import Client
 
-    from aspects_app import services
+    from aspects_app import calculators, services
     from aspects_app.engine.aspects import STANDARD_POINTS
     from aspects_app.models import Chart
 
@@ -86,7 +86,7 @@ def main() -> int:
     ids = [pk for pk, _ in rows]
     lon_b = np.stack([np.frombuffer(bytes(blob), dtype="<f8") for _, blob in rows])
     lon_a = me.longitude_array[None, :]
-    calc = services.calculator(config)
+    calc = calculators.calculator(config)
 
     def baseline() -> object:
         return calc.top_k(lon_a, lon_b, k=args.k, method="discepolo", points=points)

@@ -162,11 +162,11 @@ def test_results_are_upserted_and_stamped_with_their_charts_positions(make_chart
 
 def test_a_batch_run_has_a_calculator_of_its_own(make_chart: ChartFactory) -> None:
     """A run resets, closes and may fall back on its calculator: none of that may reach the requests' warm one."""
-    from aspects_app import services
+    from aspects_app import calculators
 
     ids = [make_chart().pk for _ in range(4)]
     computation = batch.Computation(spec(group_a=ids))
-    shared = services.calculator(computation.config, "numpy", computation.spec.working_memory_mb)
+    shared = calculators.calculator(computation.config, "numpy", computation.spec.working_memory_mb)
     assert computation.calculator is not shared
 
 

@@ -20,7 +20,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from aspects_app import services
+from aspects_app import calculators, services
 from aspects_app.engine import AspectConfig, MemoryOptimizedVectorizedCalculator
 from aspects_app.models import Chart
 
@@ -56,7 +56,7 @@ def slightly_different_orbs(n: int) -> AspectConfig:
 
 def pooled(configs: list[AspectConfig]) -> list[int]:
     """Free bytes in the pool of each configuration's shared calculator."""
-    return [services.calculator(c).pool.free_bytes for c in configs]
+    return [calculators.calculator(c).pool.free_bytes for c in configs]
 
 
 # -- the shared calculators' pools -------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_repeated_identical_requests_reuse_their_buffers() -> None:
     me, *others = wide_charts(60)
     config = slightly_different_orbs(0)
     first = services.scores(me, others, "weighted", config)
-    pool = services.calculator(config).pool
+    pool = calculators.calculator(config).pool
     allocations, reuses = pool.allocations, pool.reuses
     for _ in range(3):
         assert services.scores(me, others, "weighted", config) == first
@@ -113,7 +113,7 @@ def test_repeated_identical_requests_reuse_their_buffers() -> None:
 
 @pytest.mark.usefixtures("small_budget")
 def test_one_pool_never_keeps_more_than_the_budget() -> None:
-    pool = services.calculator(slightly_different_orbs(0)).pool
+    pool = calculators.calculator(slightly_different_orbs(0)).pool
     assert pool.max_free_bytes <= 2 * WORKING_MEMORY_MB * MIB
 
 

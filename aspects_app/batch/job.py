@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from django.utils import timezone
 
-from .. import metrics, services
+from .. import calculators, metrics
 from ..engine import AspectHits, MemoryOptimizedVectorizedCalculator
 from ..engine.errors import FieldError
 from ..models import BatchRun
@@ -50,7 +50,7 @@ class Computation:
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.config = spec.config()
-        self.calculator: MemoryOptimizedVectorizedCalculator = services.new_calculator(
+        self.calculator: MemoryOptimizedVectorizedCalculator = calculators.new_calculator(
             self.config, spec.backend, spec.working_memory_mb, spec.chunk_size
         )
         self.column_of: dict[int, int] = {}  # chart id -> its column in group B

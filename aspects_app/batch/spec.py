@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from .. import services
+from .. import calculators, services
 from ..conf import get_config
 from ..engine import AspectConfig
 from ..engine.errors import FieldError
@@ -156,7 +156,7 @@ def check_plan(spec: JobSpec) -> None:
         raise FieldError("group_b", f"points {sorted(seen[1])[0]} differ from group A's {sorted(seen[0])[0]}")
     first = Chart.objects.filter(pk=spec.group_a[0]).values_list("points", flat=True).first()
     # Checked against the NumPy path's plan: it needs no device, and it holds more per pair than the fused kernels.
-    calc = services.calculator(spec.config(), "numpy", spec.working_memory_mb, spec.chunk_size)
+    calc = calculators.calculator(spec.config(), "numpy", spec.working_memory_mb, spec.chunk_size)
     columns = len(spec.group_a if spec.group_b is None else spec.group_b)
     for mode in spec.modes:
         calc.estimate_memory_usage(
