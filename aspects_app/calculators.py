@@ -82,12 +82,6 @@ class SharedCalculators:
                 calc.pool.clear()
         return kept
 
-    def pooled_bytes(self) -> int:
-        """The free buffers that the shared calculators keep, in bytes."""
-        with self._lock:
-            calculators = list(self._calculators.values())
-        return sum(calc.pool.free_bytes for calc in calculators)
-
     def clear(self) -> None:
         with self._lock:
             self._calculators.clear()

@@ -150,11 +150,6 @@ def visible_charts(user: Any) -> ChartQuerySet:
     return Chart.objects.visible_to(user)
 
 
-def visible_chart(user: Any, chart_id: int, field: str) -> Chart:
-    """One chart ``user`` may see, else :class:`ChartNotFound` on ``field``."""
-    return visible_charts_by_field(user, {field: chart_id})[field]
-
-
 def visible_charts_by_field(user: Any, ids: Mapping[str, int]) -> dict[str, Chart]:
     """The chart of each field, in one query, all visible to ``user``; else :class:`ChartNotFound` on the first
     field whose chart is missing or private (the two look the same)."""
