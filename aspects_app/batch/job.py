@@ -19,7 +19,7 @@ import numpy as np
 from django.utils import timezone
 
 from .. import calculators, metrics
-from ..engine import AspectHits, MemoryOptimizedVectorizedCalculator
+from ..engine import AspectHits, BackendUnavailable, MemoryOptimizedVectorizedCalculator
 from ..engine.errors import FieldError
 from ..models import BatchRun
 from .population import Block, Population, load_population
@@ -173,6 +173,13 @@ class Summary:
         return self.pairs / self.seconds if self.seconds > 0 else 0.0
 
 
+def mark_failed(run: BatchRun, error: str) -> None:
+    run.status = BatchRun.Status.FAILED
+    run.error = error
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "finished_at"])
+
+
 def create_run(spec: JobSpec, owner: Any = None) -> BatchRun:
     return BatchRun.objects.create(
         owner=owner,
@@ -192,8 +199,14 @@ class BatchJob(Computation):
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        super().__init__(JobSpec.from_parameters(run.parameters["spec"]))
         self.run = run
+        try:
+            super().__init__(JobSpec.from_parameters(run.parameters["spec"]))
+        except BackendUnavailable as exc:
+            # The run's backend cannot run here (no CuPy, no device): the run is failed, not left pending, and
+            # resumes where the backend can run.
+            mark_failed(run, f"{exc.__class__.__name__}: {exc}")
+            raise
         self.state = JobState(**run.parameters.get("state", {}))
         self.progress = progress
         self.should_stop = should_stop or (lambda: False)

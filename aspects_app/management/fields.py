@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from django.core.management.base import CommandError
 
+from aspects_app.engine import BackendUnavailable
 from aspects_app.engine.errors import FieldError
 from aspects_app.jobs import BatchError
 
@@ -21,10 +22,12 @@ def flag(field: str) -> str:
 
 @contextmanager
 def command_errors() -> Iterator[None]:
-    """An owner's errors as CommandErrors, fields named by their flags."""
+    """An owner's errors (and an unavailable engine backend) as CommandErrors, fields named by their flags."""
     try:
         yield
     except FieldError as exc:
         raise CommandError(f"{flag(exc.field)}: {exc.message}") from exc
     except BatchError as exc:
         raise CommandError(str(exc)) from exc
+    except BackendUnavailable as exc:  # the engine's: --backend asked for one that cannot run here
+        raise CommandError(f"--backend: {exc}") from exc

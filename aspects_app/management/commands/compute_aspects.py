@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
 from aspects_app import demo_data, jobs
-from aspects_app.engine.backend import BACKEND_NAMES
+from aspects_app.engine.backend import BACKEND_NAMES, BackendUnavailable
 from aspects_app.engine.scoring import SCORE_METHODS
 from aspects_app.management.fields import command_errors
 from aspects_app.models import BatchRun
@@ -223,6 +223,12 @@ class Command(BaseCommand):
         return tqdm(total=total, unit="pair", unit_scale=True, file=stream, disable=not self.show_progress, desc=desc)
 
     def _execute(self, run: BatchRun) -> None:
+        try:
+            self._execute_with_progress(run)
+        except BackendUnavailable as exc:  # the run is marked failed and resumes where the backend can run
+            raise CommandError(f"--backend: {exc}; run {run.pk} failed (continue with --resume {run.pk})") from exc
+
+    def _execute_with_progress(self, run: BatchRun) -> None:
         bar = self._progress_bar(0, run.mode)
 
         def progress(done: int, total: int) -> None:
