@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from .. import calculators, metrics
 from ..engine import AspectHits, BackendUnavailable, MemoryOptimizedVectorizedCalculator
 from ..engine.errors import FieldError
 from ..models import BatchRun
-from .population import Block, Population, load_population
+from .population import Block, PointSetSplit, Population, load_population, split_by_points
 from .spec import OPERATIONS, BatchError, JobSpec
 from .writers import Writer, finish_output, open_writer
 
@@ -166,6 +166,7 @@ class Summary:
     seconds: float = 0.0
     peak_memory_mb: float = 0.0
     output: str = "db"
+    skipped: int = 0  # charts left out: another point set than the run's
     per_mode_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -180,12 +181,28 @@ def mark_failed(run: BatchRun, error: str) -> None:
     run.save(update_fields=["status", "error", "finished_at"])
 
 
+def narrowed(spec: JobSpec) -> tuple[JobSpec, PointSetSplit]:
+    """``spec`` over the charts with the run's point set only (see :func:`.population.split_by_points`)."""
+    split = split_by_points(spec.group_a, spec.group_b)
+    if not split.skipped:
+        return spec, split
+    return replace(spec, group_a=split.group_a, group_b=split.group_b), split
+
+
+def skipped_charts(run: BatchRun) -> list[int]:
+    """The charts a run left out because their point set is not the run's."""
+    return list(run.parameters.get("skipped", {}).get("charts", []))
+
+
 def create_run(spec: JobSpec, owner: Any = None) -> BatchRun:
+    """A pending run of ``spec``; charts with another point set than the run's are left out of the stored spec
+    (so every resume and every worker sees the same rows) and listed under ``parameters["skipped"]``."""
+    spec, split = narrowed(spec)
+    parameters: dict[str, Any] = {"spec": spec.to_parameters(), "state": asdict(JobState())}
+    if split.skipped:
+        parameters["skipped"] = {"points": list(split.points), "charts": split.skipped}
     return BatchRun.objects.create(
-        owner=owner,
-        mode=",".join(spec.modes),
-        parameters={"spec": spec.to_parameters(), "state": asdict(JobState())},
-        status=BatchRun.Status.PENDING,
+        owner=owner, mode=",".join(spec.modes), parameters=parameters, status=BatchRun.Status.PENDING
     )
 
 
@@ -217,7 +234,13 @@ class BatchJob(Computation):
             raise BatchError(f"run {self.run.pk} is already done")
         group_a, group_b = self.load_groups()
         totals = [self.units(mode, self.block(group_a, group_b)) for mode in self.spec.modes]
-        summary = Summary(self.run.pk, self.spec.modes, self.calculator.backend.name, output=self.spec.output)
+        summary = Summary(
+            self.run.pk,
+            self.spec.modes,
+            self.calculator.backend.name,
+            output=self.spec.output,
+            skipped=len(skipped_charts(self.run)),
+        )
         self._start(sum(totals))
         start = time.perf_counter()
         try:
@@ -318,7 +341,7 @@ def calibrate(spec: JobSpec, sample_rows: int = 64) -> dict[str, Any]:
     """Memory plan and a time estimate per mode, from a short run of the same computation on a sample of group A
     (nothing written). Units are counted as the run counts them; the time scales with the rows of group A (synastry
     within one group computes whole rows and then keeps each pair once)."""
-    computation = Computation(spec)
+    computation = Computation(narrowed(spec)[0])
     try:
         a, b = computation.load_groups()
         calc = computation.calculator

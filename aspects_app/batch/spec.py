@@ -18,6 +18,7 @@ from ..conf import get_config
 from ..engine import AspectConfig
 from ..engine.errors import FieldError
 from ..models import Chart, id_batches
+from .population import split_by_points
 
 MODES: tuple[str, ...] = ("natal", "synastry", "scores", "top-k")
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "npz")
@@ -141,24 +142,15 @@ class JobSpec:
 
 
 def check_plan(spec: JobSpec) -> None:
-    """Fail before anything is stored: charts whose points differ, or a budget that cannot hold one chart pair
-    of some mode (a :class:`FieldError` on the engine's argument, e.g. ``working_memory_mb``)."""
-    seen: list[set[tuple[str, ...]]] = []
-    for field, ids in (("group_a", spec.group_a), ("group_b", spec.group_b or [])):
-        kinds: set[tuple[str, ...]] = set()
-        for batch in id_batches(ids):
-            points = Chart.objects.filter(pk__in=batch).values_list("points", flat=True).distinct()
-            kinds.update(tuple(p) for p in points)
-        if len(kinds) > 1:
-            raise FieldError(field, f"the selected charts have different points: {sorted(kinds)[:3]}")
-        seen.append(kinds)
-    if seen[1] and seen[1] != seen[0]:
-        raise FieldError("group_b", f"points {sorted(seen[1])[0]} differ from group A's {sorted(seen[0])[0]}")
-    first = Chart.objects.filter(pk=spec.group_a[0]).values_list("points", flat=True).first()
+    """Fail before anything is stored: a group B none of whose charts has the run's points (charts with other
+    points are skipped, not an error: :func:`.population.split_by_points`), or a budget that cannot hold one chart
+    pair of some mode (a :class:`FieldError` on the engine's argument, e.g. ``working_memory_mb``)."""
+    split = split_by_points(spec.group_a, spec.group_b)
+    first = list(split.points) or None
     # Checked against the NumPy path's plan: it needs no device, and it holds more per pair than the fused kernels.
     calc = calculators.calculator(spec.config(), "numpy", spec.working_memory_mb, spec.chunk_size)
-    columns = len(spec.group_a if spec.group_b is None else spec.group_b)
+    columns = len(split.group_a if split.group_b is None else split.group_b)
     for mode in spec.modes:
         calc.estimate_memory_usage(
-            len(spec.group_a), columns, max(len(first or []), 1), OPERATIONS[mode], spec.method, points=first
+            len(split.group_a), columns, max(len(first or []), 1), OPERATIONS[mode], spec.method, points=first
         )

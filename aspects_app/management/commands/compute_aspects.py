@@ -300,6 +300,19 @@ class Command(BaseCommand):
                     f"({run.pairs_computed / max(seconds, 1e-9):,.0f} pairs/s); backend {run.backend}"
                 )
             )
+            self._print_skipped(run)
+
+    def _print_skipped(self, run: BatchRun) -> None:
+        skipped = run.parameters.get("skipped")
+        if skipped:
+            charts = skipped["charts"]
+            listed = ", ".join(map(str, charts[:20])) + (", …" if len(charts) > 20 else "")
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{len(charts):,} charts skipped: other points than the run's {skipped['points']} "
+                    f"(run them as a selection of their own): {listed}"
+                )
+            )
 
     def _print_summary(self, summary: jobs.Summary) -> None:
         if not self.verbosity:
@@ -316,6 +329,7 @@ class Command(BaseCommand):
         )
         if run.backend_note:
             self.stdout.write(f"backend note: {run.backend_note}")
+        self._print_skipped(run)
         if self.verbosity > 1:
             for mode, seconds in summary.per_mode_seconds.items():
                 self.stdout.write(f"  {mode}: {seconds:.2f} s")
