@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
 from .. import calculators, services
@@ -30,6 +31,12 @@ class BatchError(ValueError):
     """A run that cannot go on as it stands (already done, its charts deleted meanwhile)."""
 
 
+def owner_lookup(owner: str) -> dict[str, str]:
+    """Charts of the user whose natural key (the user model's USERNAME_FIELD: a username, or an e-mail address
+    for a model that logs in by e-mail) is ``owner``."""
+    return {f"owner__{get_user_model().USERNAME_FIELD}": owner}
+
+
 @dataclass
 class Selection:
     """Which charts: explicit ids, an owner's, changed since a moment, or all (ids ascending)."""
@@ -43,7 +50,7 @@ class Selection:
         if self.ids is not None:
             charts = charts.filter(pk__in=self.ids)
         if self.owner is not None:
-            charts = charts.filter(owner__username=self.owner)
+            charts = charts.filter(**owner_lookup(self.owner))
         if self.changed_since is not None:
             charts = charts.filter(updated_at__gte=self.changed_since)
         return charts.order_by("pk")
@@ -51,7 +58,7 @@ class Selection:
     def resolve(self, field: str) -> list[int]:
         """The selected ids, ascending; an empty selection, an owner without charts or an unknown id is a
         :class:`FieldError` on ``field``."""
-        if self.owner is not None and not Chart.objects.filter(owner__username=self.owner).exists():
+        if self.owner is not None and not Chart.objects.filter(**owner_lookup(self.owner)).exists():
             raise FieldError(field, f"no charts owned by {self.owner!r}")
         if self.ids is not None:
             found: set[int] = set()

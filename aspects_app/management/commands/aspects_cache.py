@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--chart", type=int, help="clear: only this chart's results.")
         parser.add_argument("--persisted", action="store_true", help="clear: also delete AspectResult rows.")
         parser.add_argument("--ids", help="warm: comma-separated chart ids (default: all charts).")
-        parser.add_argument("--owner", help="warm: the charts of this username.")
+        parser.add_argument("--owner", help="warm: the charts of this user (the user model's USERNAME_FIELD).")
         parser.add_argument("--orbs", help="warm: orb preset or JSON (default: settings).")
         parser.add_argument("--json", action="store_true", help="stats: print JSON.")
 
