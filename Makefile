@@ -5,7 +5,7 @@ PYTHON ?= python3
 EXTRA_PIP ?=
 PY = $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench host-check clean
 
 # The stamp reinstalls only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -28,6 +28,10 @@ lint: $(VENV)/.installed
 	$(PY) manage.py check --fail-level WARNING
 	$(PY) manage.py makemigrations --check --dry-run
 	$(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+# The built wheel in a fresh venv driving tests/host (e-mail user model, DEBUG off, gunicorn): ~15 s, no downloads.
+host-check: $(VENV)/.installed
+	VENV=$(VENV) bash tests/host/check.sh
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/engine.py
