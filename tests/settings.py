@@ -92,5 +92,7 @@ SILKY_AUTHENTICATION = True
 SILKY_AUTHORISATION = True
 SILKY_PYTHON_PROFILER = False
 
-# The suite's own broker database, apart from the demo project's.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/3")
+# The suite's own Redis database for the broker (tests/test_distributed.py's workers): 15 by default, apart from the
+# demo project's 2 and from a host's CELERY_BROKER_URL in the environment; ASPECTS_TEST_REDIS_URL moves it.
+TEST_REDIS_URL = os.environ.get("ASPECTS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CELERY_BROKER_URL = TEST_REDIS_URL

@@ -53,3 +53,21 @@ def test_owners_are_found_by_the_user_model_s_username_field(host: Manage) -> No
     assert unknown.returncode == 1
     assert "no charts owned by 'nobody@example.org'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def test_the_suite_uses_a_redis_database_of_its_own() -> None:
+    """Not a developer's or a host's (a CELERY_BROKER_URL exported for their own project must not reach it), and
+    movable with ASPECTS_TEST_REDIS_URL, as README's Development section says."""
+    show = "from tests import settings; print(settings.CELERY_BROKER_URL)"
+    root = Path(__file__).parent.parent
+
+    def broker(**env: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "ASPECTS_TEST_REDIS_URL")}
+        result = subprocess.run(
+            [sys.executable, "-c", show], cwd=root, env={**clean, **env}, capture_output=True, text=True, check=True
+        )
+        return result.stdout.strip()
+
+    assert broker() == "redis://127.0.0.1:6379/15"
+    assert broker(CELERY_BROKER_URL="redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/15"
+    assert broker(ASPECTS_TEST_REDIS_URL="redis://127.0.0.1:6380/9") == "redis://127.0.0.1:6380/9"
