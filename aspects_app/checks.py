@@ -143,3 +143,26 @@ def check_monitoring(app_configs: Sequence[AppConfig] | None = None, **kwargs: A
                 )
             )
     return messages
+
+
+@checks.register("aspects_app")
+def check_jobs(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """With the job API on (JOBS_ENABLED), its runs need a Celery app of the host's with a broker: Celery's
+    fallback app would send every block to amqp://localhost, where the run waits for ever."""
+    try:
+        if not get_config().jobs_enabled:
+            return []
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    from aspects_app.tasks import celery_problem  # the task module only once the apps are ready
+
+    problem = celery_problem()
+    if problem is None:
+        return []
+    return [
+        checks.Error(
+            f"Jobs are enabled but {problem}; POST jobs/ answers 503 until this is fixed.",
+            hint="README, 'Work spread over machines (Celery)'; or set ASPECTS['JOBS_ENABLED'] = False.",
+            id="aspects_app.E006",
+        )
+    ]

@@ -55,6 +55,18 @@ class AspectsSettings:
     # Celery queues of distributed batch runs: CPU workers consume the first, GPU workers the second.
     cpu_queue: str = "aspects-cpu"
     gpu_queue: str = "aspects-gpu"
+    # The job API (POST jobs/): False refuses new jobs with a 503 and silences the Celery check (E006).
+    jobs_enabled: bool = True
+    # Quotas of the job API (compute_aspects, the operator's, is not bound by them); None lifts one. A job's size
+    # is counted as the run counts it: pairs of the pair modes, and rows stored (a chart's natal row, a row per
+    # synastry pair, k per chart for top-k).
+    max_job_pairs: int | None = 100_000_000
+    max_job_rows: int | None = 5_000_000
+    # Pending or running jobs per user at once (staff are exempt).
+    max_active_jobs_per_user: int | None = 3
+    # Synastry stores a database row per pair: above this many pairs only staff may ask for it through the API
+    # (others: compute_aspects --mode synastry --output FILE).
+    max_job_synastry_pairs: int | None = 100_000
 
 
 # The documented defaults by key, as a host writes them in settings.ASPECTS.

@@ -8,8 +8,12 @@ name fields their own way (the API's ``charts``, the command's ``--ids``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -20,7 +24,10 @@ from .batch import (
     BatchError,
     BatchInterrupted,
     BatchJob,
+    Block,
+    Computation,
     JobSpec,
+    Population,
     Selection,
     Summary,
     calibrate,
@@ -40,15 +47,20 @@ __all__ = [
     "EnqueueFailed",
     "FieldError",
     "JobNotFound",
+    "JobSize",
     "JobSpec",
+    "JobTooLarge",
+    "JobsUnavailable",
     "Selection",
     "Summary",
+    "TooManyJobs",
     "cancel",
     "create",
     "describe",
     "estimate",
     "find_run",
     "is_distributed",
+    "job_size",
     "queue_for",
     "resumable",
     "run_here",
@@ -74,10 +86,51 @@ class JobNotFound(FieldError):
     """No such run, or one the caller may not see."""
 
 
+class JobsUnavailable(RuntimeError):
+    """The job API takes no jobs: switched off (``JOBS_ENABLED``) or no Celery app and broker to send them to.
+    Nothing was stored."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class JobTooLarge(FieldError):
+    """A job over one of the job API's size quotas: ``limit`` is the setting's key, ``maximum`` its value."""
+
+    def __init__(self, field: str, limit: str, maximum: int, requested: int, message: str) -> None:
+        super().__init__(field, message)
+        self.limit = limit
+        self.maximum = maximum
+        self.requested = requested
+
+
+class TooManyJobs(RuntimeError):
+    """The user has ``maximum`` pending or running jobs already (``limit`` is the setting's key)."""
+
+    def __init__(self, limit: str, maximum: int, active: int) -> None:
+        super().__init__(f"{active} of your jobs are pending or running; {limit} is {maximum}")
+        self.limit = limit
+        self.maximum = maximum
+        self.active = active
+
+
+ACTIVE = (BatchRun.Status.PENDING, BatchRun.Status.RUNNING)
+
+
+def _check_workers(field: str) -> None:
+    """A FieldError on ``field`` (the command's --distributed) when no worker could ever get the run's blocks."""
+    problem = tasks.celery_problem()
+    if problem is not None:
+        raise FieldError(field, problem)
+
+
 def create(spec: JobSpec, owner: Any = None, distributed: bool = False) -> BatchRun:
     """A pending run of ``spec``, after everything that can fail before computing has been checked."""
     if distributed and spec.output != "db":
         raise FieldError("distributed", "writes into the database: drop --output")
+    if distributed:
+        _check_workers("distributed")
     check_plan(spec)
     return create_run(spec, owner=owner)
 
@@ -107,6 +160,7 @@ def start(run: BatchRun, queue: str | None = None) -> int:
     """Enqueue every block of ``run`` that has not completed for the workers; returns how many were enqueued."""
     if run.status in FINISHED:
         raise BatchError(f"run {run.pk} is {run.status}")
+    _check_workers("distributed")  # before the run is marked running: a resumed run stays as it was
     try:
         return tasks.enqueue(run, queue or queue_for(run))
     except (FieldError, BatchError):
@@ -151,6 +205,82 @@ def cancel(run: BatchRun) -> bool:
 
 # -- the job API -------------------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class JobSize:
+    """What a spec costs, per mode: units as the run counts them (charts for natal, pairs otherwise) and rows
+    it stores in the database."""
+
+    units: dict[str, int]
+    rows: dict[str, int]
+
+    @property
+    def pairs(self) -> int:
+        return sum(units for mode, units in self.units.items() if mode != "natal")
+
+
+def _ids_only(ids: Sequence[int]) -> Population:
+    # Counting reads ids and group sizes only: no positions are loaded.
+    empty = np.empty((len(ids), 0))
+    return Population(np.asarray(ids, dtype=np.int64), (), empty, None)
+
+
+def job_size(spec: JobSpec) -> JobSize:
+    """The spec's units, counted by the batch layer's own :meth:`Computation.units` (over the whole groups, as
+    ``--estimate`` and the run count them), and the database rows they become: one per chart (natal) or pair
+    (synastry), ``k`` per chart (top-k)."""
+    a = _ids_only(spec.group_a)
+    b = a if spec.group_b is None else _ids_only(spec.group_b)
+    whole = Block(slice(0, len(a.ids)), a, b, spec.within_one_group)
+    counter = object.__new__(Computation)  # units() reads only the block: no engine is built to count
+    units = {mode: counter.units(mode, whole) for mode in spec.modes}
+    rows = {mode: len(a.ids) * min(spec.k, len(b.ids)) if mode == "top-k" else units[mode] for mode in spec.modes}
+    return JobSize(units, rows)
+
+
+def _check_size(spec: JobSpec, staff: bool) -> None:
+    """The job API's size quotas (README, "Settings"); staff may store synastry rows past its threshold."""
+    config = get_config()
+    size = job_size(spec)
+    checks = [
+        ("MAX_JOB_PAIRS", config.max_job_pairs, size.pairs, "chart pairs"),
+        ("MAX_JOB_ROWS", config.max_job_rows, sum(size.rows.values()), "stored rows"),
+    ]
+    if not staff and "synastry" in size.units:
+        checks.append(
+            ("MAX_JOB_SYNASTRY_PAIRS", config.max_job_synastry_pairs, size.units["synastry"], "synastry pairs")
+        )
+    for limit, maximum, requested, what in checks:
+        if maximum is not None and requested > maximum:
+            hint = (
+                " (synastry stores a row per pair: an operator can write it to a file with compute_aspects "
+                "--mode synastry --output FILE)"
+                if limit == "MAX_JOB_SYNASTRY_PAIRS"
+                else "; select fewer charts, or ask an operator to run compute_aspects"
+            )
+            message = f"the job has {requested} {what}, over {limit} ({maximum}){hint}"
+            raise JobTooLarge("charts", limit, maximum, requested, message)
+
+
+def _check_active(user: Any) -> None:
+    """At most MAX_ACTIVE_JOBS_PER_USER pending or running jobs per user (staff are exempt). The caller holds the
+    user's row locked, so two requests at once cannot both take the last place."""
+    maximum = get_config().max_active_jobs_per_user
+    if maximum is None or user.is_staff:
+        return
+    active = BatchRun.objects.filter(owner=user, status__in=ACTIVE).count()
+    if active >= maximum:
+        raise TooManyJobs("MAX_ACTIVE_JOBS_PER_USER", maximum, active)
+
+
+def _accepting() -> None:
+    if not get_config().jobs_enabled:
+        raise JobsUnavailable("jobs are switched off on this server (ASPECTS['JOBS_ENABLED'])")
+    problem = tasks.celery_problem()
+    if problem is not None:
+        raise JobsUnavailable(f"jobs cannot reach any worker: {problem}")
+
+
 # The spec's fields under the job API's names.
 _API_FIELDS = {"group_a": "charts", "group_b": "with_charts"}
 
@@ -165,7 +295,10 @@ def submit(
     k: int,
     method: str,
 ) -> BatchRun:
-    """A distributed run over charts ``user`` can see (default: their own), enqueued for the workers."""
+    """A distributed run over charts ``user`` can see (default: their own), enqueued for the workers, within the
+    job API's quotas (:class:`JobTooLarge`, :class:`TooManyJobs`); :class:`JobsUnavailable` when no worker
+    could get it (nothing is stored then)."""
+    _accepting()
     group_a = (
         sorted(services.visible_charts(user).filter(owner=user).values_list("pk", flat=True))
         if charts is None
@@ -184,8 +317,14 @@ def submit(
             method=method,
             k=k,
         )
-        run = create(spec, owner=user, distributed=True)
+        _check_size(spec, user.is_staff)
+        with transaction.atomic():
+            get_user_model().objects.select_for_update().filter(pk=user.pk).first()  # see _check_active
+            _check_active(user)
+            run = create(spec, owner=user, distributed=True)
         start(run)
+    except JobTooLarge:
+        raise
     except FieldError as exc:  # start's: a chart deleted since the checks
         raise exc.renamed(_API_FIELDS.get(exc.field, exc.field)) from exc
     except BatchError as exc:
@@ -195,9 +334,10 @@ def submit(
 
 
 def visible_jobs(user: Any) -> QuerySet[BatchRun]:
-    """The distributed runs ``user`` may see: their own (staff: all)."""
-    runs = BatchRun.objects.filter(parameters__has_key="distributed")
-    return runs if user.is_staff else runs.filter(owner=user)
+    """The runs ``user`` may see: their own distributed runs; staff see every run, compute_aspects' included."""
+    if user.is_staff:
+        return BatchRun.objects.all()
+    return BatchRun.objects.filter(parameters__has_key="distributed", owner=user)
 
 
 def visible_job(user: Any, pk: str | int | None) -> BatchRun:
@@ -205,6 +345,34 @@ def visible_job(user: Any, pk: str | int | None) -> BatchRun:
     if run is None:
         raise JobNotFound("id", "no such job")
     return run
+
+
+def stored_results(run: BatchRun) -> dict[str, Any]:
+    """Where ``run``'s results are: ``matches`` and ``natal`` (database rows, once the run is done) and
+    ``output`` (a file run's path and format, and whether the file is complete; files are never served)."""
+    spec = run.parameters.get("spec", {})
+    modes = run.mode.split(",")
+    done = run.status == BatchRun.Status.DONE
+    output = spec.get("output", "db")
+    in_db = output == "db"
+    file = None if in_db else {"path": output, "format": spec.get("file_format"), "complete": done}
+    return {
+        "matches": done and in_db and "top-k" in modes,
+        "natal": done and in_db and "natal" in modes,
+        "output": file,
+    }
+
+
+def group_a(run: BatchRun) -> list[int]:
+    """The chart ids of ``run``'s group A, ascending (what its natal results are of)."""
+    return list(run.parameters["spec"]["group_a"])
+
+
+def natal_results(user: Any, run: BatchRun, chart_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The natal results ``run`` stored for ``chart_ids`` (a page of its group A) under its configuration, of
+    the charts ``user`` may see."""
+    spec = JobSpec.from_parameters(run.parameters["spec"])
+    return services.stored_natal_results(user, chart_ids, spec.config().config_hash())
 
 
 def describe(run: BatchRun) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from django.db import transaction
-from django.db.models import TextField
-from django.db.models.functions import Cast
+from django.db.models import F, QuerySet, TextField, Window
+from django.db.models.functions import Cast, RowNumber
 
 from . import ephemeris, metrics, results
 from .cache import result_cache, result_key
@@ -31,7 +31,7 @@ from .engine import (
 )
 from .engine.aspects import ASPECT_ANGLES, ORB_PRESETS, STANDARD_POINTS
 from .engine.errors import FieldError
-from .models import AspectResult, Chart, ChartQuerySet, id_batches, positions_hash, stacked_positions
+from .models import AspectResult, Chart, ChartQuerySet, Match, id_batches, positions_hash, stacked_positions
 from .profiling import silk_profile
 from .timing import timed
 
@@ -241,6 +241,59 @@ def match_candidates(user: Any, chart: Chart) -> MatchCandidates:
         return found
 
     return MatchCandidates.from_rows(chart.points, ((pk, points_of(t), blob) for pk, t, blob in rows))
+
+
+def stored_matches(
+    user: Any, chart: Chart | None = None, run_id: int | None = None, of_list: tuple[str, str] | None = None
+) -> QuerySet[Match, dict[str, Any]]:
+    """Stored ``Match`` rows (batch top-k) that ``user`` may see: of ``chart``, of the run ``run_id`` and/or of
+    the list ``of_list`` (method, configuration hash), in rank order per chart and list, as dicts. A row whose
+    chart or partner the caller may not see is left out, and ``position`` is the rank among the rows kept, so a
+    gap reveals no hidden partner."""
+    visible = visible_charts(user).values("pk")
+    rows = Match.objects.filter(chart__in=visible, partner__in=visible)
+    if chart is not None:
+        rows = rows.filter(chart=chart)
+    if run_id is not None:
+        rows = rows.filter(run_id=run_id)
+    if of_list is not None:
+        rows = rows.filter(method=of_list[0], config_hash=of_list[1])
+    lists = [F("chart"), F("method"), F("config_hash")]
+    ranked = rows.annotate(position=Window(RowNumber(), partition_by=lists, order_by=F("rank").asc()))
+    fields = ("chart", "partner", "score", "method", "config_hash", "run", "computed_at", "position")
+    listed: QuerySet[Match, dict[str, Any]] = ranked.order_by("chart", "method", "config_hash", "rank").values(*fields)
+    return listed
+
+
+def stored_natal_results(user: Any, chart_ids: Sequence[int], config_hash: str) -> list[dict[str, Any]]:
+    """The stored natal results of ``chart_ids`` (few: a page of them) under ``config_hash`` and this engine
+    version, for the charts ``user`` may see: chart, aspects (point names) and when each was computed."""
+    rows = AspectResult.objects.filter(
+        kind=AspectResult.Kind.NATAL,
+        chart_a__in=visible_charts(user).filter(pk__in=list(chart_ids)).values("pk"),
+        config_hash=config_hash,
+        engine_version=ENGINE_VERSION,
+    ).order_by("chart_a")
+    return [
+        {
+            "chart": row.chart_a_id,
+            "computed_at": row.computed_at,
+            "aspects": [
+                {key: value for key, value in record.items() if key != "i"}
+                for record in AspectHits.from_bytes(bytes(row.payload)).to_records(point_names=True)
+            ],
+        }
+        for row in rows
+    ]
+
+
+def latest_match_list(chart: Chart, method: str | None = None) -> Match | None:
+    """A row of ``chart``'s most recently stored match list (of ``method``, if given), naming the list's method,
+    configuration and run; None when no run stored one."""
+    rows = Match.objects.filter(chart=chart)
+    if method is not None:
+        rows = rows.filter(method=method)
+    return rows.order_by("-computed_at", "-pk").first()
 
 
 # -- charts ----------------------------------------------------------------------------------------------------

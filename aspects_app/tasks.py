@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import Celery, shared_task
 
 from . import distributed
 from .models import BatchRun
@@ -19,6 +19,30 @@ def compute_block(self: Any, run_id: int, mode: str, start: int, stop: int) -> s
     except Exception as exc:
         distributed.fail(run_id, f"block {mode} [{start}, {stop}): {exc.__class__.__name__}: {exc}")
         raise
+
+
+def celery_app() -> Celery:
+    """The Celery app the tasks are sent with: the host's (Celery's Django pattern loads it with the project),
+    else Celery's fallback app."""
+    app: Celery = compute_block.app
+    return app
+
+
+def celery_problem() -> str | None:
+    """Why a run's blocks could not reach any worker, or None: no Celery app of the host's (Celery's fallback
+    ignores Django's CELERY_* settings and sends to amqp://localhost, where no worker listens), or an app
+    without a broker URL (the same default)."""
+    app = celery_app()
+    # Celery makes its fallback as Celery("default", set_as_current=False) when no app was created.
+    if app.main == "default" and not getattr(app, "set_as_current", True):
+        return (
+            "no Celery app is loaded: create one configured from Django's settings and load it with the project "
+            "(Celery's Django guide: celery.py, and `from .celery import app as celery_app` in the project's "
+            "__init__.py)"
+        )
+    if not app.conf.broker_url:
+        return f"the Celery app {app.main!r} has no broker: set CELERY_BROKER_URL (e.g. redis://host:6379/2)"
+    return None
 
 
 # One quick retry of a publish (a dropped connection), not Celery's default three with back-off.

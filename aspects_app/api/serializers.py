@@ -429,3 +429,88 @@ class BrokerUnavailableSerializer(serializers.Serializer[Any]):
 
     detail = serializers.CharField()
     job = serializers.IntegerField(help_text="The failed job's id.")
+
+
+# -- stored results and job quotas -----------------------------------------------------------------------------
+
+
+class StoredMatchesQuerySerializer(MatchesQuerySerializer):
+    """The matches query, with the stored lists (batch top-k runs) besides the live computation."""
+
+    stored = serializers.BooleanField(
+        default=False, help_text="Read the stored list of a batch top-k run instead of computing (1 or 0)."
+    )
+    run = serializers.IntegerField(
+        min_value=1, required=False, help_text="With stored=1: the list of this job (default: the latest list)."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "run" in attrs and not attrs["stored"]:
+            raise serializers.ValidationError({"run": "only with stored=1"})
+        return attrs
+
+
+class StoredMatchesResponseSerializer(serializers.Serializer[Any]):
+    chart = serializers.IntegerField()
+    stored = serializers.BooleanField(help_text="Always true: read from a batch run's stored list.")
+    method = serializers.CharField(allow_null=True, help_text="The list's scoring method (null: none stored).")
+    k = serializers.IntegerField(help_text="Partners answered.")
+    run = serializers.IntegerField(allow_null=True, help_text="The job (batch run) that stored the list.")
+    computed_at = serializers.DateTimeField(allow_null=True)
+    matches = MatchSerializer(many=True, help_text="Rank among the partners the caller may see.")
+
+
+class StoredMatchSerializer(serializers.Serializer[Any]):
+    chart = serializers.IntegerField()
+    rank = serializers.IntegerField(help_text="Rank among the partners the caller may see (1 is the best).")
+    partner = serializers.IntegerField()
+    score = serializers.FloatField()
+    method = serializers.CharField()
+    computed_at = serializers.DateTimeField()
+
+
+class StoredNatalSerializer(serializers.Serializer[Any]):
+    chart = serializers.IntegerField()
+    computed_at = serializers.DateTimeField()
+    aspects = AspectSerializer(many=True)
+
+
+class _PageSerializer(serializers.Serializer[Any]):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class JobMatchesPageSerializer(_PageSerializer):
+    results = StoredMatchSerializer(many=True)
+
+
+class JobNatalPageSerializer(_PageSerializer):
+    results = StoredNatalSerializer(many=True, help_text="Group A's charts the caller may see, a page at a time.")
+
+
+class JobOutputSerializer(serializers.Serializer[Any]):
+    """A file run's output: where it is written (the file is not served)."""
+
+    path = serializers.CharField()
+    format = serializers.CharField()
+    complete = serializers.BooleanField()
+
+
+class JobsUnavailableSerializer(serializers.Serializer[Any]):
+    detail = serializers.CharField()
+
+
+class QuotaErrorSerializer(serializers.Serializer[Any]):
+    """A job over a quota (400: ``charts`` says why; 429: ``detail``), naming the ASPECTS key and its value."""
+
+    charts = serializers.ListField(child=serializers.CharField(), required=False)
+    detail = serializers.CharField(required=False)
+    limit = serializers.CharField(help_text="The ASPECTS key, e.g. MAX_JOB_PAIRS.")
+    maximum = serializers.IntegerField()
+
+
+class JobResultsSerializer(JobSerializer):
+    """A job with where its results are: ``links`` (matches, natal: fetchable URLs) and a file run's ``output``."""
+
+    output = JobOutputSerializer(allow_null=True)

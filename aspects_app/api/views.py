@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.urls import reverse
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -26,7 +26,7 @@ from .. import jobs, services
 from ..engine.errors import FieldError
 from ..models import BatchRun, Chart
 from . import serializers as s
-from .exceptions import BrokerUnavailable
+from .exceptions import BrokerUnavailable, JobsUnavailable, JobTooLarge, TooManyJobs
 from .throttling import ComputeRateThrottle
 
 
@@ -42,6 +42,14 @@ def service_errors() -> Iterator[None]:
             f"The job broker is unavailable ({exc.reason}): job {exc.run_id} is marked failed. Submit it again "
             f"later; an operator can resume it with compute_aspects --resume {exc.run_id}.",
             job=exc.run_id,
+        ) from exc
+    except jobs.JobsUnavailable as exc:
+        raise JobsUnavailable(exc.reason) from exc
+    except jobs.JobTooLarge as exc:
+        raise JobTooLarge(exc.field, exc.message, exc.limit, exc.maximum) from exc
+    except jobs.TooManyJobs as exc:
+        raise TooManyJobs(
+            f"{exc}: wait for one to finish or cancel one (DELETE jobs/{{id}}/)", exc.limit, exc.maximum
         ) from exc
     except services.ChartNotFound as exc:
         raise NotFound(f"{exc.field}: {exc.message}") from exc
@@ -190,20 +198,60 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
             OpenApiParameter("k", int, description="Number of partners (1–100, default 10)."),
             OpenApiParameter("method", str, enum=["discepolo", "weighted"]),
             OpenApiParameter("orbs", str, description="Orb preset for the weighted score: default or all."),
+            OpenApiParameter("stored", bool, description="1: read the list a batch top-k run stored (no compute)."),
+            OpenApiParameter("run", int, description="With stored=1: that job's list (404 if not yours)."),
         ],
-        responses=s.MatchesResponseSerializer,
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="MatchesOrStored",
+                serializers=[s.MatchesResponseSerializer, s.StoredMatchesResponseSerializer],
+                resource_type_field_name=None,
+            ),
+            400: OpenApiResponse(description="A bad parameter, named: {field: [message]}."),
+            404: OpenApiResponse(description="No such chart or job, or one the caller may not see."),
+        },
     )
     @action(detail=True, methods=["get"])
     def matches(self, request: Request, pk: str | None = None) -> Response:
-        """The ``k`` best partners of this chart among the charts visible to the caller."""
-        query = s.MatchesQuerySerializer(data=request.query_params)
+        """The ``k`` best partners of this chart among the charts visible to the caller; with ``stored=1`` the
+        list a batch run stored (``run``: that job's), partners the caller may not see left out."""
+        query = s.StoredMatchesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         chart = self.get_object()
+        if query.validated_data["stored"]:
+            return Response(self._stored_matches(request, chart, query.validated_data))
         k, method = query.validated_data["k"], query.validated_data["method"]
         with service_errors():
             candidates = services.match_candidates(request.user, chart)
             best = services.top_matches(chart, candidates, k, method, _config(query.validated_data))
         return Response({"chart": chart.pk, "method": method, "k": k, "matches": best})
+
+    def _stored_matches(self, request: Request, chart: Chart, query: dict[str, Any]) -> dict[str, Any]:
+        run_id = query.get("run")
+        with service_errors():
+            if run_id is not None:
+                jobs.visible_job(request.user, run_id)  # a job the caller may not see is a 404
+        # The list shown: that run's, else the chart's latest (of ``method`` when asked for).
+        method = query["method"] if "method" in request.query_params else None
+        if run_id is not None:
+            first = services.stored_matches(request.user, chart=chart, run_id=run_id).first()
+            which = None if first is None else (first["method"], first["config_hash"])
+        else:
+            latest = services.latest_match_list(chart, method)
+            which = None if latest is None else (latest.method, latest.config_hash)
+        picked: list[dict[str, Any]] = []
+        if which is not None:
+            rows = services.stored_matches(request.user, chart=chart, run_id=run_id, of_list=which)
+            picked = list(rows[: query["k"]] if "k" in request.query_params else rows)
+        return {
+            "chart": chart.pk,
+            "stored": True,
+            "method": None if which is None else which[0],
+            "k": len(picked),
+            "run": picked[0]["run"] if picked else run_id,
+            "computed_at": max((m["computed_at"] for m in picked), default=None),
+            "matches": [{"rank": m["position"], "chart": m["partner"], "score": m["score"]} for m in picked],
+        }
 
 
 class SynastryView(APIView):
@@ -336,24 +384,63 @@ class JobViewSet(viewsets.ViewSet):
             return jobs.visible_job(request.user, pk)
 
     def _body(self, request: Request, run: BatchRun) -> dict[str, Any]:
-        url = request.build_absolute_uri(reverse("aspects_api:job-detail", args=[run.pk]))
-        links = {"self": url}
-        if run.status == BatchRun.Status.DONE and "top-k" in run.mode.split(","):
-            links["matches"] = request.build_absolute_uri(reverse("aspects_api:chart-list")) + "{id}/matches/"
-        return {**jobs.describe(run), "links": links}
+        links = {"self": request.build_absolute_uri(reverse("aspects_api:job-detail", args=[run.pk]))}
+        stored = jobs.stored_results(run)
+        for kind in ("matches", "natal"):
+            if stored[kind]:
+                links[kind] = request.build_absolute_uri(reverse(f"aspects_api:job-{kind}", args=[run.pk]))
+        return {**jobs.describe(run), "links": links, "output": stored["output"]}
 
-    @extend_schema(responses=s.JobSerializer(many=True))
+    @extend_schema(
+        parameters=[JOB_ID],
+        responses={200: s.JobMatchesPageSerializer, 404: OpenApiResponse(description="No such job, or not yours.")},
+    )
+    @action(detail=True, methods=["get"])
+    def matches(self, request: Request, pk: str | None = None) -> Response:
+        """The match lists the job stored (top-k), chart by chart in rank order, a page at a time; partners the
+        caller may not see are left out."""
+        run = self._get(request, pk)
+        paginator = ChartPagination()
+        page = paginator.paginate_queryset(services.stored_matches(request.user, run_id=run.pk), request, view=self)
+        fields = ("chart", "partner", "score", "method", "computed_at")
+        rows = [{"rank": m["position"], **{f: m[f] for f in fields}} for m in page or []]
+        return paginator.get_paginated_response(rows)
+
+    @extend_schema(
+        parameters=[JOB_ID],
+        responses={200: s.JobNatalPageSerializer, 404: OpenApiResponse(description="No such job, or not yours.")},
+    )
+    @action(detail=True, methods=["get"])
+    def natal(self, request: Request, pk: str | None = None) -> Response:
+        """The natal results the job stored for its charts, under its orbs and aspects, a page of charts at a
+        time (charts the caller may no longer see are left out)."""
+        run = self._get(request, pk)
+        paginator = ChartPagination()
+        page = paginator.paginate_queryset(jobs.group_a(run), request, view=self)
+        return paginator.get_paginated_response(jobs.natal_results(request.user, run, page or []))
+
+    @extend_schema(responses=s.JobResultsSerializer(many=True))
     def list(self, request: Request) -> Response:
         return Response([self._body(request, run) for run in jobs.visible_jobs(request.user).order_by("-pk")[:100]])
 
     @extend_schema(
         request=s.JobRequestSerializer,
         responses={
-            202: s.JobSerializer,
+            202: s.JobResultsSerializer,
+            400: OpenApiResponse(
+                s.QuotaErrorSerializer,
+                description="A bad field, named ({field: [message]}), or a job over MAX_JOB_PAIRS, MAX_JOB_ROWS or "
+                "MAX_JOB_SYNASTRY_PAIRS (then limit and maximum name the quota).",
+            ),
+            429: OpenApiResponse(
+                s.QuotaErrorSerializer,
+                description="MAX_ACTIVE_JOBS_PER_USER of the caller's jobs are pending or running.",
+            ),
             503: OpenApiResponse(
                 s.BrokerUnavailableSerializer,
                 description="The broker could not take the job's blocks (down, or not answering within seconds): "
-                "the job is marked failed. Retry-After says when to try again.",
+                "the job is marked failed. Retry-After says when to try again. Or jobs are switched off or have no "
+                "Celery app or broker configured (no job field then: nothing was stored).",
             ),
         },
     )
@@ -376,11 +463,11 @@ class JobViewSet(viewsets.ViewSet):
         response["Location"] = response.data["links"]["self"]
         return response
 
-    @extend_schema(parameters=[JOB_ID], responses=s.JobSerializer)
+    @extend_schema(parameters=[JOB_ID], responses=s.JobResultsSerializer)
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(self._body(request, self._get(request, pk)))
 
-    @extend_schema(parameters=[JOB_ID], responses={202: s.JobSerializer})
+    @extend_schema(parameters=[JOB_ID], responses={202: s.JobResultsSerializer})
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         """Cancel the job: blocks not yet computed are skipped (what is stored stays)."""
         run = self._get(request, pk)
