@@ -23,6 +23,7 @@ from .backend import Backend, get_backend
 from .chunking import MIB, ChunkDriver, Progress
 from .errors import FieldError
 from .fused_path import FusedPath
+from .harmonic import HarmonicConfig
 from .hits import AspectHits
 from .kernels import HitKernel
 from .memory import MemoryBudget
@@ -78,6 +79,7 @@ class MemoryOptimizedVectorizedCalculator:
         monitor: VectorizedPerformanceMonitor | None = None,
         points: Sequence[str] | None = None,
         device_memory_limit_mb: float | None = None,
+        harmonic: HarmonicConfig | None = None,
     ) -> None:
         if config is None:
             config = AspectConfig()
@@ -96,6 +98,9 @@ class MemoryOptimizedVectorizedCalculator:
         self.pool = ArrayPool(self.xp)
         self.monitor = monitor or VectorizedPerformanceMonitor(self.backend)
         self._driver = ChunkDriver(self.monitor, progress)
+        if harmonic is not None and not isinstance(harmonic, HarmonicConfig):
+            raise FieldError("harmonic", f"expected a HarmonicConfig, got {type(harmonic).__name__}")
+        self.harmonic = harmonic or HarmonicConfig()  # the "harmonic" score's settings
         self._path = self._choose_path()
         if device_memory_limit_mb is not None:
             limit = validation.positive_number("device_memory_limit_mb", device_memory_limit_mb)
@@ -105,7 +110,9 @@ class MemoryOptimizedVectorizedCalculator:
         """The backend's fused kernels when it has them, else its namespace: the one place that decides."""
         kernels = self.backend.kernels
         shared = (self.backend, self.pool, self.config, self._budget, self._driver)
-        return XpPath(*shared) if kernels is None else FusedPath(*shared, kernels=kernels)
+        path = XpPath(*shared) if kernels is None else FusedPath(*shared, kernels=kernels)
+        path.harmonic = self.harmonic
+        return path
 
     # The options live with the objects that use them (the budget plans, the driver reports progress); they stay
     # attributes here, settable as before.
@@ -207,9 +214,20 @@ class MemoryOptimizedVectorizedCalculator:
         points: Sequence[str] | None = None,
     ) -> npt.NDArray[Any]:
         """Compatibility score of every chart of ``lon_a`` against every chart of ``lon_b``: an (N, M) array,
-        int16 for ``"discepolo"``, float64 for ``"weighted"`` (see :mod:`aspects_app.engine.scoring`)."""
+        int16 for ``"discepolo"``, float64 for ``"weighted"`` (see :mod:`aspects_app.engine.scoring`) and
+        ``"harmonic"`` (see :mod:`aspects_app.engine.harmonic`)."""
         a, b, names = self._score_inputs(lon_a, lon_b, method, points)
         return self._path.scores(a, b, method, names)
+
+    @_recovering
+    def harmonic_features(self, lon: Any, side: str = "a", points: Sequence[str] | None = None) -> npt.NDArray[Any]:
+        """The (N, D) features of the ``"harmonic"`` score for the charts ``lon`` (N, P): ``side="a"`` for the
+        charts scored, ``"b"`` for their candidates, so that ``scores(a, b, "harmonic") == F(a) @ G(b).T``
+        (see :mod:`aspects_app.engine.harmonic`); in the configuration's dtype."""
+        if side not in ("a", "b"):
+            raise FieldError("side", f"expected 'a' or 'b', got {side!r}")
+        a = validation.longitudes("lon", lon)
+        return self.backend.to_numpy(self._path.harmonic_features(a, self._points(points, a.shape[1]), side))
 
     @_recovering
     def top_k(

@@ -14,6 +14,7 @@ from .aspects import AspectConfig
 from .backend import Backend
 from .chunking import ChunkDriver
 from .fused import MAX_FUSED_K, DiscepoloTables, FusedKernels, HitTables, WeightedTables, unpack_hits
+from .harmonic import HARMONIC
 from .hits import AspectHits
 from .memory import FusedCellBytes, MemoryBudget
 from .path import ExecutionPath, FloatArray, Names
@@ -108,7 +109,7 @@ class FusedPath(ExecutionPath):
         self, a: FloatArray, b: FloatArray, k: int, method: str, names: Names, excluded: npt.NDArray[np.int64] | None
     ) -> TopK:
         """Top-k reduced on the device: scores are never stored, only (rows, k) per launch comes back."""
-        if k > MAX_FUSED_K:  # beyond the kernels' per-thread lists
+        if k > MAX_FUSED_K or method == HARMONIC:  # beyond the kernels' lists; harmonic is a BLAS product
             return super().top_k(a, b, k, method, names, excluded)
         tables = self._score_tables(method, names)
         rows, cols = a.shape[0], b.shape[0]

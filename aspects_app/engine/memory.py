@@ -16,6 +16,7 @@ import numpy as np
 from .backend import Backend
 from .chunking import MIB, ChunkPlan
 from .fused import FUSED_HIT_BYTES, FUSED_HIT_CELL_BYTES
+from .harmonic import TOP_K_SELECTION_BYTES as HARMONIC_SELECTION_BYTES
 from .hits import HIT_RESULT_BYTES
 from .kernels import HIT_BYTES, HIT_CELL_BYTES, HitKernel
 from .scoring import DiscepoloScorer, WeightedScorer
@@ -70,6 +71,8 @@ class CellBytes(ABC):
     def top_k(self, method: str, num_points: int) -> float:
         # Planned the same on every path, so that a budget means the same chunks on every backend; the fused
         # kernels need far less (a row's candidates, not its scores), so this bounds them from above.
+        if method == "harmonic":  # one product block on every path, and its pruning mask
+            return 8 + HARMONIC_SELECTION_BYTES
         return self.scores(method, num_points) + TOP_K_CELL_BYTES
 
 
@@ -81,6 +84,8 @@ class XpCellBytes(CellBytes):
         return kernel.layout.size * (HIT_CELL_BYTES + hit_fraction(kernel) * HIT_BYTES + gather)
 
     def scores(self, method: str, num_points: int) -> float:
+        if method == "harmonic":  # a float64 block of a matrix product
+            return 8
         if method == "discepolo":
             return DiscepoloScorer.CELL_BYTES
         return num_points * num_points * WeightedScorer.CELL_BYTES + 8  # + the (rows, cols) block

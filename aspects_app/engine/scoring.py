@@ -45,11 +45,12 @@ from .classify import (
 from .errors import FieldError
 from .xp_ops import apply_into, astype, bool_as_int8, flatnonzero, mask_into, put, reshape, scaled_index_into, take_into
 
-SCORE_METHODS: tuple[str, ...] = ("discepolo", "weighted")
+# "harmonic" is scored in :mod:`aspects_app.engine.harmonic` (features and matrix products).
+SCORE_METHODS: tuple[str, ...] = ("discepolo", "weighted", "harmonic")
 
 
 def score_dtype(method: str) -> type[np.int16] | type[np.float64]:
-    """The dtype of a method's scores: kerykeion's are whole points, the weighted ones fractions."""
+    """The dtype of a method's scores: kerykeion's are whole points, the weighted and harmonic ones fractions."""
     return np.int16 if method == "discepolo" else np.float64
 
 

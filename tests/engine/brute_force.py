@@ -8,6 +8,7 @@ expected to agree bit for bit, not approximately.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -281,3 +282,20 @@ def top_k(
         indices.append(chosen)
         values.append([row_values[j] for j in chosen])
     return indices, values
+
+
+def harmonic_score(
+    chart_a: Sequence[float],
+    chart_b: Sequence[float],
+    harmonics: Mapping[int, float],
+    pair_weight: Sequence[Sequence[float]],
+) -> float:
+    """The harmonic score as its definition's double sum: 100 · Σ_h c_h Σ_pq W_pq cos(h(λa_p − λb_q)) divided by
+    Σ_h |c_h| · Σ_pq |W_pq|, one cosine at a time."""
+    total = 0.0
+    for h, c in harmonics.items():
+        for p, la in enumerate(chart_a):
+            for q, lb in enumerate(chart_b):
+                total += c * pair_weight[p][q] * math.cos(math.radians(h * (la - lb)))
+    norm = sum(abs(c) for c in harmonics.values()) * sum(abs(w) for row in pair_weight for w in row)
+    return 100.0 * total / norm
