@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .batch import BatchJob, DatabaseWriter, Population
+from .engine import BackendUnavailable, get_backend
 from .models import BatchBlock, BatchRun
 
 FINISHED = (BatchRun.Status.DONE, BatchRun.Status.CANCELLED)
@@ -37,7 +38,7 @@ class PlannedBlock:
 
 def plan(run: BatchRun, queue: str) -> list[PlannedBlock]:
     """Mark ``run`` running on ``queue`` and return its blocks that have not completed (the caller enqueues them)."""
-    job = BatchJob(run)
+    job = BatchJob(run, backend=_planning_backend(run))
     try:
         a, b = job.load_groups()
         blocks = [
@@ -56,6 +57,19 @@ def plan(run: BatchRun, queue: str) -> list[PlannedBlock]:
     run.parameters = {**run.parameters, "distributed": {"blocks": len(blocks), "queue": queue}}
     run.save()
     return [block for block in blocks if (block.mode, block.start) not in done]
+
+
+def _planning_backend(run: BatchRun) -> str | None:
+    """The run's backend, or NumPy where it cannot run here: planning computes nothing, and a GPU run is often
+    enqueued from a host without the device (a web server); the workers build their own engines."""
+    name = run.parameters["spec"].get("backend")
+    if name != "cupy":
+        return None
+    try:
+        get_backend(name)
+    except BackendUnavailable:
+        return "numpy"
+    return None
 
 
 # One run's populations per worker process: consecutive blocks of a run reuse them.

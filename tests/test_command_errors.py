@@ -55,3 +55,17 @@ def test_estimate_with_an_unavailable_backend_is_a_command_error(make_chart: Any
     with pytest.raises(CommandError, match="--backend: CuPy is not importable"):
         compute("--mode", "natal", "--backend", "cupy", "--estimate")
     assert not BatchRun.objects.exists()
+
+
+def test_a_gpu_run_is_planned_on_a_host_without_the_device(make_chart: Any, no_gpu: None) -> None:
+    """Planning computes nothing: a run for the GPU workers enqueued from a web host without CuPy is planned (with
+    NumPy's chunk sizes), not failed."""
+    from aspects_app import batch, distributed
+
+    ids = [make_chart().pk for _ in range(40)]
+    run = batch.create_run(batch.JobSpec(modes=["top-k"], group_a=ids, backend="cupy"))
+    blocks = distributed.plan(run, "aspects-gpu")
+    run.refresh_from_db()
+    assert run.status == BatchRun.Status.RUNNING
+    assert run.parameters["spec"]["backend"] == "cupy"  # the workers still compute on the GPU
+    assert sum(block.stop - block.start for block in blocks) == len(ids)

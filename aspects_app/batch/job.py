@@ -47,11 +47,11 @@ class Computation:
     """A spec's engine work, block by block, with no run attached: the run, the distributed workers and the
     calibration of ``--estimate`` all compute (and count) through it."""
 
-    def __init__(self, spec: JobSpec) -> None:
+    def __init__(self, spec: JobSpec, backend: str | None = None) -> None:
         self.spec = spec
         self.config = spec.config()
         self.calculator: MemoryOptimizedVectorizedCalculator = calculators.new_calculator(
-            self.config, spec.backend, spec.working_memory_mb, spec.chunk_size
+            self.config, backend or spec.backend, spec.working_memory_mb, spec.chunk_size
         )
         self.column_of: dict[int, int] = {}  # chart id -> its column in group B
 
@@ -215,10 +215,11 @@ class BatchJob(Computation):
         run: BatchRun,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        backend: str | None = None,  # instead of the spec's (planning, which computes nothing)
     ) -> None:
         self.run = run
         try:
-            super().__init__(JobSpec.from_parameters(run.parameters["spec"]))
+            super().__init__(JobSpec.from_parameters(run.parameters["spec"]), backend)
         except BackendUnavailable as exc:
             # The run's backend cannot run here (no CuPy, no device): the run is failed, not left pending, and
             # resumes where the backend can run.
