@@ -3,10 +3,17 @@
 1. an in-process LRU, bounded by entries and bytes (no I/O at all);
 2. the Django cache alias ``ASPECTS["CACHE_ALIAS"]`` (django-redis run as an LRU in production, LocMemCache as
    the embedded default);
-3. the persisted ``AspectResult`` rows (read and written by the services).
+3. the persisted ``AspectResult`` rows (read and written by the services), one per chart (pair).
 
-Keys are content-addressed: kind, configuration hash, engine version and the charts' positions hashes, so an
-edited chart can never be served a stale result. Values are compact bytes (``AspectHits.to_bytes``).
+Keys are scoped per chart: kind, configuration hash, engine version and, for each chart, its id and positions
+hash. The positions hash keeps an edited chart from ever being served a stale result; the id keeps two charts
+with the same positions apart, so nobody learns from a hit (or its speed) that another user computed the same
+birth data (README, "Security"). Values are compact bytes (``AspectHits.to_bytes``).
+
+Forgetting never scans keys. In the shared level a key also carries generation tokens, random and stored in
+the same alias: one for everything and one per chart. Forgetting a chart (or everything) deletes its token, so
+its old entries become unreachable and age out of the LRU; an evicted token forgets the same way, which is
+safe. The in-process level indexes its entries by chart, so forgetting one costs that chart's entries only.
 
 When the shared cache fails (Redis down, slow, full), requests go on without it: the error is logged and
 counted, the level is skipped for ``CACHE_RETRY_SECONDS``, then tried again, so it resumes by itself. Locks for
@@ -20,10 +27,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.cache import caches
 from django.core.signals import setting_changed
@@ -35,11 +42,41 @@ from .timing import timed
 
 logger = logging.getLogger("aspects_app.cache")
 
-KEY_PREFIX = "aspects:r1"
+KEY_PREFIX = "aspects:r2"
+# Generation tokens: one for every result (``clear``), one per chart (forgetting a chart).
+GENERATION_PREFIX = f"{KEY_PREFIX}:gen"
+_EVERYTHING = f"{GENERATION_PREFIX}:all"
 
 
-def result_key(kind: str, config_hash: str, engine_version: str, *positions_hashes: str) -> str:
-    return ":".join([KEY_PREFIX, kind, config_hash, engine_version, *positions_hashes])
+@dataclass(frozen=True)
+class ResultKey:
+    """A result's address: ``name`` in the in-process level; in the shared level ``name`` plus the current
+    generation tokens of everything and of each of ``charts``."""
+
+    name: str
+    charts: tuple[int, ...] = ()
+
+
+Key = ResultKey | str  # a plain string: a result that belongs to no chart
+AnyKey = TypeVar("AnyKey", ResultKey, str, Key)
+
+
+def result_key(kind: str, config_hash: str, engine_version: str, *charts: tuple[int, str]) -> ResultKey:
+    """The key of a result over ``charts``, each given as (id, positions hash), in the result's order."""
+    parts = [f"{chart_id}.{positions}" for chart_id, positions in charts]
+    return ResultKey(":".join([KEY_PREFIX, kind, config_hash, engine_version, *parts]), _unique(charts))
+
+
+def _unique(charts: Iterable[tuple[int, str]]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(int(chart_id) for chart_id, _ in charts))
+
+
+def _as_key(key: Key) -> ResultKey:
+    return key if isinstance(key, ResultKey) else ResultKey(key)
+
+
+def chart_generation_key(chart_id: int) -> str:
+    return f"{GENERATION_PREFIX}:chart:{chart_id}"
 
 
 @dataclass
@@ -55,51 +92,71 @@ class LevelStats:
 
 
 class LocalLRU:
-    """A thread-safe LRU of bytes values, bounded by entry count and total bytes."""
+    """A thread-safe LRU of bytes values, bounded by entry count and total bytes, with its keys indexed by the
+    charts they belong to (forgetting a chart touches only its own entries)."""
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._data: OrderedDict[str, tuple[bytes, tuple[int, ...]]] = OrderedDict()
+        self._by_chart: dict[int, set[str]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.stats = LevelStats()
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            value = self._data.get(key)
-            if value is None:
+            entry = self._data.get(key)
+            if entry is None:
                 self.stats.misses += 1
                 return None
             self._data.move_to_end(key)
             self.stats.hits += 1
-            return value
+            return entry[0]
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value: bytes, charts: tuple[int, ...] = ()) -> None:
         if len(value) > self.max_bytes:
             return  # never worth evicting everything else for
         with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old)
-            self._data[key] = value
+            self._pop(key)
+            self._data[key] = (value, charts)
             self._bytes += len(value)
+            for chart_id in charts:
+                self._by_chart.setdefault(chart_id, set()).add(key)
             self.stats.sets += 1
             while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
-                _, evicted = self._data.popitem(last=False)
-                self._bytes -= len(evicted)
+                self._pop(next(iter(self._data)))
                 self.stats.evictions += 1
 
-    def delete_matching(self, fragment: str) -> int:
+    def _pop(self, key: str) -> bool:
+        """Remove ``key`` and its index entries (the lock is held)."""
+        entry = self._data.pop(key, None)
+        if entry is None:
+            return False
+        value, charts = entry
+        self._bytes -= len(value)
+        for chart_id in charts:
+            keys = self._by_chart.get(chart_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_chart[chart_id]
+        return True
+
+    def forget_charts(self, chart_ids: Iterable[int]) -> int:
+        """Drop every entry that involves one of ``chart_ids``; returns how many."""
         with self._lock:
-            doomed = [key for key in self._data if fragment in key]
-            for key in doomed:
-                self._bytes -= len(self._data.pop(key))
-            return len(doomed)
+            doomed = {key for chart_id in chart_ids for key in self._by_chart.get(int(chart_id), ())}
+            return sum(self._pop(key) for key in doomed)
+
+    def entries_of(self, chart_id: int) -> int:
+        with self._lock:
+            return len(self._by_chart.get(chart_id, ()))
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._by_chart.clear()
             self._bytes = 0
 
     def summary(self) -> dict[str, int]:
@@ -109,7 +166,8 @@ class LocalLRU:
 
 @dataclass
 class SharedLevel:
-    """The Django cache alias, with failures absorbed: a failing alias is skipped for a while, then retried."""
+    """The Django cache alias, with failures absorbed: a failing alias is skipped for a while, then retried.
+    Entries are stored under their key's name plus the current generation tokens (see the module's doc)."""
 
     alias: str
     timeout: float | None
@@ -129,51 +187,71 @@ class SharedLevel:
             "cache alias %r failed on %s (%s); skipping it for %.1f s", self.alias, action, exc, self.retry_seconds
         )
 
-    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+    def _generations(self, chart_ids: Iterable[int]) -> dict[str, str]:
+        """The current token of everything and of each chart, creating the missing ones (``add``: of two
+        processes creating the same token at once, one wins and both use it)."""
+        backend = caches[self.alias]
+        names = [_EVERYTHING, *dict.fromkeys(chart_generation_key(c) for c in chart_ids)]
+        tokens: dict[str, str] = backend.get_many(names)
+        for name in names:
+            if name not in tokens:
+                token = uuid.uuid4().hex[:16]
+                if not backend.add(name, token, timeout=None):
+                    # Taken meanwhile by another process; if it was evicted again already, ours is as good.
+                    token = backend.get(name) or token
+                tokens[name] = token
+        return tokens
+
+    def addresses(self, keys: Iterable[ResultKey]) -> dict[ResultKey, str]:
+        """Where each key's entry is stored now (raises what the backend raises)."""
+        keys = list(keys)
+        tokens = self._generations(chart_id for key in keys for chart_id in key.charts)
+        everything = tokens[_EVERYTHING]
+        return {
+            key: ":".join([key.name, everything, *(tokens[chart_generation_key(c)] for c in key.charts)])
+            for key in keys
+        }
+
+    def get_many(self, keys: list[ResultKey]) -> dict[ResultKey, bytes]:
         if not keys or not self.available:
             self.stats.misses += len(keys)
             return {}
         try:
             with timed("cache"):
-                found: dict[str, bytes] = caches[self.alias].get_many(keys)
+                addresses = self.addresses(keys)
+                stored: dict[str, bytes] = caches[self.alias].get_many(list(addresses.values()))
         except Exception as exc:  # any backend error: the request must not fail for the cache's sake
             self._failed("get_many", exc)
             self.stats.misses += len(keys)
             return {}
+        found = {key: stored[address] for key, address in addresses.items() if address in stored}
         self.stats.hits += len(found)
         self.stats.misses += len(keys) - len(found)
         return found
 
-    def set_many(self, values: dict[str, bytes]) -> None:
+    def set_many(self, values: dict[ResultKey, bytes]) -> None:
         if not values or not self.available:
             return
         try:
             with timed("cache"):
-                caches[self.alias].set_many(values, timeout=self.timeout)
+                addresses = self.addresses(values)
+                caches[self.alias].set_many(
+                    {addresses[key]: value for key, value in values.items()}, timeout=self.timeout
+                )
         except Exception as exc:
             self._failed("set_many", exc)
             return
         self.stats.sets += len(values)
 
-    def delete_matching(self, fragment: str) -> int:
-        backend = caches[self.alias]
-        if not self.available or not hasattr(backend, "delete_pattern"):
-            return 0
+    def forget(self, generation_keys: list[str]) -> bool:
+        """Drop these generation tokens: every entry stored under them becomes unreachable (one round trip, no
+        scan). False when the alias failed (the entries stay reachable until evicted)."""
         try:
-            return int(backend.delete_pattern(f"*{fragment}*"))
+            caches[self.alias].delete_many(generation_keys)
         except Exception as exc:
-            self._failed("delete_pattern", exc)
-            return 0
-
-    def clear(self) -> None:
-        try:
-            backend = caches[self.alias]
-            if hasattr(backend, "delete_pattern"):
-                backend.delete_pattern(f"*{KEY_PREFIX}*")
-            else:
-                backend.clear()
-        except Exception as exc:
-            self._failed("clear", exc)
+            self._failed("delete_many", exc)
+            return False
+        return True
 
 
 class ResultCache:
@@ -188,33 +266,35 @@ class ResultCache:
         self._flights: dict[str, threading.Event] = {}
         self._flights_lock = threading.Lock()
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[bytes, str]]:
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, tuple[bytes, str]]:
         """Found values with the level that had them ("local" or "shared"); shared hits refill the local LRU."""
-        found: dict[str, tuple[bytes, str]] = {}
-        remaining = []
+        found: dict[Key, tuple[bytes, str]] = {}
+        remaining: dict[ResultKey, Key] = {}
         for key in keys:
-            value = self.local.get(key)
+            scoped = _as_key(key)
+            value = self.local.get(scoped.name)
             if value is None:
-                remaining.append(key)
+                remaining[scoped] = key
             else:
                 found[key] = (value, "local")
-        for key, value in self.shared.get_many(remaining).items():
-            self.local.set(key, value)
-            found[key] = (value, "shared")
+        for scoped, value in self.shared.get_many(list(remaining)).items():
+            self.local.set(scoped.name, value, scoped.charts)
+            found[remaining[scoped]] = (value, "shared")
         return found
 
-    def get(self, key: str) -> tuple[bytes, str] | None:
+    def get(self, key: Key) -> tuple[bytes, str] | None:
         return self.get_many([key]).get(key)
 
-    def set_many(self, values: dict[str, bytes]) -> None:
-        for key, value in values.items():
-            self.local.set(key, value)
-        self.shared.set_many(values)
+    def set_many(self, values: Mapping[AnyKey, bytes]) -> None:
+        normalized = {_as_key(key): value for key, value in values.items()}
+        for key, value in normalized.items():
+            self.local.set(key.name, value, key.charts)
+        self.shared.set_many(normalized)
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: Key, value: bytes) -> None:
         self.set_many({key: value})
 
-    def get_or_compute(self, key: str, compute: Callable[[], bytes]) -> tuple[bytes, str]:
+    def get_or_compute(self, key: Key, compute: Callable[[], bytes]) -> tuple[bytes, str]:
         """The cached value, or ``compute()`` run once however many callers miss the same key at the same time
         (threads of this process wait on an event; other processes on a lock in the lock alias)."""
         found = self.get(key)
@@ -230,20 +310,21 @@ class ResultCache:
             return value, "computed"
 
     @contextmanager
-    def _single_flight(self, key: str) -> Iterator[bool]:
+    def _single_flight(self, key: Key) -> Iterator[bool]:
         """Yields True to the caller that computes, False to one that waited for it (and should look again)."""
+        name = _as_key(key).name
         with self._flights_lock:
-            event = self._flights.get(key)
+            event = self._flights.get(name)
             leader = event is None
             if leader:
-                event = self._flights[key] = threading.Event()
+                event = self._flights[name] = threading.Event()
         assert event is not None
         if not leader:
             event.wait(self.lock_seconds)
             yield False
             return
         try:
-            with self._process_lock(key) as got_lock:
+            with self._process_lock(name) as got_lock:
                 if not got_lock:
                     self._wait_for_other_process(key)
                     yield self.get(key) is None
@@ -251,13 +332,13 @@ class ResultCache:
                 yield True
         finally:
             with self._flights_lock:
-                self._flights.pop(key, None)
+                self._flights.pop(name, None)
             event.set()
 
     @contextmanager
-    def _process_lock(self, key: str) -> Iterator[bool]:
+    def _process_lock(self, name: str) -> Iterator[bool]:
         """A lock in the lock alias; True when taken (or when the alias fails: computing twice is harmless)."""
-        lock_key = f"{key}:lock"
+        lock_key = f"{name}:lock"
         token = uuid.uuid4().hex
         try:
             taken = bool(caches[self.lock_alias].add(lock_key, token, timeout=self.lock_seconds))
@@ -277,7 +358,7 @@ class ResultCache:
                         "lock alias %r failed on release (%s); the lock expires by itself", self.lock_alias, exc
                     )
 
-    def _wait_for_other_process(self, key: str) -> None:
+    def _wait_for_other_process(self, key: Key) -> None:
         deadline = time.monotonic() + self.lock_seconds
         pause = 0.005
         while time.monotonic() < deadline:
@@ -286,13 +367,17 @@ class ResultCache:
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
 
-    def invalidate(self, positions_hash: str) -> int:
-        """Forget every cached result that involves these positions (an edited or deleted chart)."""
-        return self.local.delete_matching(positions_hash) + self.shared.delete_matching(positions_hash)
+    def forget_charts(self, chart_ids: Iterable[int]) -> int:
+        """Forget every cached result that involves these charts (edited, deleted or forgotten by an operator):
+        their entries in this process's LRU (returns how many) and, in every process, their shared entries."""
+        chart_ids = [int(c) for c in chart_ids]
+        self.shared.forget([chart_generation_key(c) for c in chart_ids])
+        return self.local.forget_charts(chart_ids)
 
     def clear(self) -> None:
+        """Forget every cached result: this process's LRU, and the shared entries of every process."""
         self.local.clear()
-        self.shared.clear()
+        self.shared.forget([_EVERYTHING])
 
     def stats(self) -> dict[str, Any]:
         return {

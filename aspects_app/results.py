@@ -101,16 +101,18 @@ def replace_matches(chart_ids: Sequence[int], method: str, config_hash: str, mat
     return len(matches)
 
 
-def invalidate_results(chart: Chart, old_positions_hash: str | None = None) -> int:
-    """Delete every persisted result that involves ``chart``, and once the transaction commits, every cached one
-    keyed by ``old_positions_hash`` (default: the chart's current positions)."""
+def invalidate_results(chart: Chart) -> int:
+    """Delete every persisted result that involves ``chart``, and once the transaction commits, forget its cached
+    ones."""
     deleted, _ = AspectResult.objects.filter(chart_a=chart).delete()
     more, _ = AspectResult.objects.filter(chart_b=chart).delete()
-    forget_cached(old_positions_hash or chart.positions_hash)
+    forget_cached(chart.pk)
     return deleted + more
 
 
-def forget_cached(positions_hash: str) -> None:
-    """Drop cached results computed from these positions, after the current transaction commits (a rollback
-    keeps them valid)."""
-    transaction.on_commit(lambda: result_cache().invalidate(positions_hash))
+def forget_cached(chart_id: int) -> None:
+    """Forget the chart's cached results after the current transaction commits (a rollback keeps them valid).
+    Cached keys hold the chart's id and positions hash, so this costs one shared-cache round trip and the chart's
+    own in-process entries, never a scan of the keyspace."""
+    chart_id = int(chart_id)  # the id now: a deleted instance loses its pk before the commit
+    transaction.on_commit(lambda: result_cache().forget_charts([chart_id]))

@@ -31,7 +31,7 @@ from .engine import (
 )
 from .engine.aspects import ASPECT_ANGLES, ORB_PRESETS, STANDARD_POINTS
 from .engine.errors import FieldError
-from .models import AspectResult, Chart, ChartQuerySet, Match, id_batches, positions_hash, stacked_positions
+from .models import AspectResult, Chart, ChartQuerySet, Match, id_batches, stacked_positions
 from .profiling import silk_profile
 from .timing import timed
 
@@ -138,7 +138,7 @@ def forget_chart(chart_id: int, persisted: bool) -> tuple[int, int]:
     chart = Chart.objects.filter(pk=chart_id).first()
     if chart is None:
         raise ChartNotFound("chart", f"no chart {chart_id}")
-    forgotten = result_cache().invalidate(chart.positions_hash)
+    forgotten = result_cache().forget_charts([chart.pk])
     return forgotten, results.invalidate_results(chart) if persisted else 0
 
 
@@ -385,7 +385,7 @@ def update_chart(chart: Chart, changes: ChartInput, fields: Iterable[str]) -> Ch
     with transaction.atomic():
         chart.save()
         if chart.positions_hash != old_hash:
-            results.invalidate_results(chart, old_hash)
+            results.invalidate_results(chart)
     return chart
 
 
@@ -442,7 +442,15 @@ def synastry_aspects(chart_a: Chart, chart_b: Chart, config: AspectConfig) -> As
 def _persisted_aspects(kind: str, chart_a: Chart, chart_b: Chart, config: AspectConfig) -> AspectsResult:
     """Through the cache levels: in-process LRU, shared cache, AspectResult rows, and only then the engine."""
     config_hash = config.config_hash()
-    key = result_key(kind, config_hash, ENGINE_VERSION, chart_a.positions_hash, chart_b.positions_hash)
+    # Scoped per chart (ids besides positions): a hit never tells a caller that someone else computed the same
+    # birth data (README, "Security").
+    key = result_key(
+        kind,
+        config_hash,
+        ENGINE_VERSION,
+        (chart_a.pk, chart_a.positions_hash),
+        (chart_b.pk, chart_b.positions_hash),
+    )
     from_database = False
 
     def load_or_compute() -> bytes:
@@ -529,34 +537,24 @@ def inline_synastry(
     speeds_b: Sequence[float] | None,
     config: AspectConfig,
 ) -> AspectsResult:
-    """Synastry between two position sets that are not stored (hosts that keep charts elsewhere)."""
+    """Synastry between two position sets that are not stored (hosts that keep charts elsewhere). Computed every
+    time, never cached: its only possible key is the positions themselves, and a hit on it would tell one caller
+    that another sent the same (birth) data (README, "Security")."""
     names = tuple(points)
-    key = result_key(
-        "synastry",
-        config.config_hash(),
-        ENGINE_VERSION,
-        positions_hash(names, np.asarray(longitudes_a), None if speeds_a is None else np.asarray(speeds_a)),
-        positions_hash(names, np.asarray(longitudes_b), None if speeds_b is None else np.asarray(speeds_b)),
-    )
-
-    def compute() -> bytes:
-        calc = calculator(config)
-        try:
-            with engine_call(calc, "inline synastry") as record:
-                hits = calc.synastry(
-                    np.asarray([longitudes_a], dtype=np.float64),
-                    np.asarray([longitudes_b], dtype=np.float64),
-                    None if speeds_a is None else np.asarray([speeds_a], dtype=np.float64),
-                    None if speeds_b is None else np.asarray([speeds_b], dtype=np.float64),
-                    points=names,
-                )
-                record(charts=2, pairs=1, hits=len(hits))
-        except FieldError as exc:
-            raise _request_error(exc, "points") from exc
-        return hits.to_bytes()
-
-    payload, level = result_cache().get_or_compute(key, compute)
-    return AspectsResult(names, AspectHits.from_bytes(payload), level != "computed", config, level)
+    calc = calculator(config)
+    try:
+        with engine_call(calc, "inline synastry") as record:
+            hits = calc.synastry(
+                np.asarray([longitudes_a], dtype=np.float64),
+                np.asarray([longitudes_b], dtype=np.float64),
+                None if speeds_a is None else np.asarray([speeds_a], dtype=np.float64),
+                None if speeds_b is None else np.asarray([speeds_b], dtype=np.float64),
+                points=names,
+            )
+            record(charts=2, pairs=1, hits=len(hits))
+    except FieldError as exc:
+        raise _request_error(exc, "points") from exc
+    return AspectsResult(names, hits, False, config, "computed")
 
 
 def scores(chart: Chart, others: Sequence[Chart], method: str, config: AspectConfig) -> list[dict[str, Any]]:
@@ -631,7 +629,8 @@ def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int =
     for batch in id_batches(chart_ids, batch_size):
         charts = list(Chart.objects.filter(pk__in=batch).order_by("pk"))
         keys = {
-            c.pk: result_key("natal", config_hash, ENGINE_VERSION, c.positions_hash, c.positions_hash) for c in charts
+            c.pk: result_key("natal", config_hash, ENGINE_VERSION, (c.pk, c.positions_hash), (c.pk, c.positions_hash))
+            for c in charts
         }
         found = cache.get_many(keys.values())
         missing = [c for c in charts if keys[c.pk] not in found]

@@ -17,8 +17,8 @@ from .timing import time_query
 
 @receiver(post_delete, sender=Chart)
 def forget_cached_results(sender: type[Chart], instance: Chart, **kwargs: Any) -> None:
-    # Persisted rows go by cascade; cached ones are keyed by the positions hash.
-    forget_cached(instance.positions_hash)
+    # Persisted rows go by cascade; cached ones are keyed by the chart's id.
+    forget_cached(instance.pk)
 
 
 @receiver(connection_created)

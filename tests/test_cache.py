@@ -27,7 +27,14 @@ from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from aspects_app import services
-from aspects_app.cache import LocalLRU, reset_result_cache, result_cache, result_key
+from aspects_app.cache import (
+    LocalLRU,
+    ResultKey,
+    chart_generation_key,
+    reset_result_cache,
+    result_cache,
+    result_key,
+)
 from aspects_app.checks import check_caches
 from aspects_app.models import AspectResult, Chart
 
@@ -150,7 +157,8 @@ def make_chart(seed: int, public: bool = True) -> Chart:
 
 def natal_key(chart: Chart, config_hash: str | None = None) -> str:
     config_hash = config_hash or services.aspect_config().config_hash()
-    return result_key("natal", config_hash, "1", chart.positions_hash, chart.positions_hash)
+    scope = (chart.pk, chart.positions_hash)
+    return result_key("natal", config_hash, "1", scope, scope).name
 
 
 def redis_keys(server: RedisServer) -> list[str]:
@@ -177,10 +185,11 @@ def test_each_level_serves_in_turn(with_redis: RedisServer) -> None:
     assert stats["local"]["hits"] >= 2 and stats["shared"]["hits"] >= 1 and stats["shared"]["sets"] >= 2
 
 
-def test_keys_are_content_addressed(with_redis: RedisServer) -> None:
+def test_keys_are_scoped_per_chart_and_generation(with_redis: RedisServer) -> None:
     chart = make_chart(2)
     services.natal_aspects(chart, services.aspect_config())
-    assert natal_key(chart) in _plain_keys(with_redis)
+    stored = [k for k in _plain_keys(with_redis) if k.startswith(natal_key(chart) + ":")]
+    assert len(stored) == 1 and f".{chart.positions_hash}" in stored[0]
 
 
 def _plain_keys(server: RedisServer) -> list[str]:
@@ -263,8 +272,8 @@ def test_updating_a_chart_removes_its_cached_and_persisted_results(
     changes = services.ChartInput(points=tuple(chart.points), longitudes=tuple([1.0] * 10))
     with django_capture_on_commit_callbacks(execute=True):
         services.update_chart(chart, changes, ["points"])
-    assert not any(old_hash in k for k in _plain_keys(with_redis))
-    assert result_cache().local.delete_matching(old_hash) == 0
+    # No scan: the old entries stay in Redis, unreachable (new positions, new generation), until evicted.
+    assert result_cache().local.entries_of(chart.pk) == 0
     assert AspectResult.objects.filter(chart_a=chart).count() == 0
     assert AspectResult.objects.filter(chart_b=chart).count() == 0
     assert services.natal_aspects(chart, config).source == "computed"
@@ -276,9 +285,14 @@ def test_deleting_a_chart_removes_its_cached_results(
     chart = make_chart(5)
     services.natal_aspects(chart, services.aspect_config())
     doomed = chart.positions_hash
+    chart_id = chart.pk
+    generation = chart_generation_key(chart_id)
+    assert caches["aspects"].get(generation) is not None
     with django_capture_on_commit_callbacks(execute=True):
         chart.delete()
-    assert not any(doomed in k for k in _plain_keys(with_redis))
+    assert caches["aspects"].get(generation) is None  # its entries are unreachable
+    assert result_cache().local.entries_of(chart_id) == 0
+    assert any(doomed in k for k in _plain_keys(with_redis))  # left to age out: no scan
     assert not AspectResult.objects.exists()
 
 
@@ -318,7 +332,7 @@ def test_a_lock_held_by_another_process_is_waited_for(with_redis: RedisServer) -
 
     def other_process_finishes() -> None:
         time.sleep(0.2)
-        caches["aspects"].set(key, b"from-the-other-worker")
+        cache.shared.set_many({ResultKey(key): b"from-the-other-worker"})
 
     threading.Thread(target=other_process_finishes).start()
     computed = []
@@ -384,10 +398,14 @@ def test_aspects_cache_command(with_redis: RedisServer) -> None:
     stats = json.loads(out.getvalue())
     assert stats["database"]["natal"] == 3 and stats["shared"]["server"]["maxmemory_policy"] == "allkeys-lru"
     call_command("aspects_cache", "clear", chart=charts[0].pk, persisted=True, stdout=io.StringIO())
-    assert not any(charts[0].positions_hash in k for k in _plain_keys(with_redis))
     assert AspectResult.objects.filter(chart_a=charts[0]).count() == 0
+    # The command is another process: the web workers' shared level must not find the chart's entries either.
+    result_cache().local.clear()
+    assert services.natal_aspects(charts[0], services.aspect_config()).source == "computed"
+    assert services.natal_aspects(charts[1], services.aspect_config()).source == "shared"
     call_command("aspects_cache", "clear", stdout=io.StringIO())
-    assert _plain_keys(with_redis) == []
+    result_cache().local.clear()
+    assert services.natal_aspects(charts[1], services.aspect_config()).source == "database"
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="--chart"):
