@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -39,7 +40,7 @@ from skyfield.nutationlib import iau2000b, mean_obliquity
 from aspects_app.engine.aspects import STANDARD_POINTS
 from aspects_app.engine.errors import FieldError
 
-__all__ = ["SPEED_STEP_DAYS", "Positions", "compute_positions", "supported_range"]
+__all__ = ["SPEED_STEP_DAYS", "Positions", "compute_positions", "local_to_utc", "supported_range"]
 
 FloatArray = NDArray[np.float64]
 
@@ -382,3 +383,34 @@ def compute_positions(
     longitudes.setflags(write=False)
     speeds.setflags(write=False)
     return Positions(longitudes=longitudes, speeds=speeds, points=names)
+
+
+# -- local birth times ------------------------------------------------------------------------------------------
+
+
+def local_to_utc(local: datetime, time_zone: str, fold: int | None = None) -> datetime:
+    """The UTC instant of the naive wall-clock time ``local`` in the IANA zone ``time_zone``.
+
+    A wall-clock time that the zone skipped (a DST gap) or showed twice (a fold) has no single instant, so it is
+    refused unless ``fold`` picks one, as PEP 495 defines it: in a fold, 0 is the first (earlier) pass and 1 the
+    second; in a gap, 0 reads the time with the offset before the transition and 1 with the one after. Raises
+    ``FieldError`` naming ``local`` (ambiguous or skipped, no ``fold``) or ``fold``.
+    """
+    if local.tzinfo is not None:
+        raise FieldError("local", "expected a naive (wall-clock) datetime")
+    if fold not in (None, 0, 1):
+        raise FieldError("fold", f"must be 0 or 1, got {fold!r}")
+    zone = ZoneInfo(time_zone)
+    first, second = (local.replace(tzinfo=zone, fold=f) for f in (0, 1))
+    if fold is None and first.utcoffset() != second.utcoffset():
+        # Only an existing wall-clock time survives the round trip through UTC.
+        skipped = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != local
+        kind = "does not exist (a DST gap)" if skipped else "happened twice (a DST fold)"
+        raise FieldError(
+            "local",
+            f"{local.isoformat()} {kind} in {time_zone}: give fold 0 (the {'offset before' if skipped else 'first'} "
+            f"{'the change' if skipped else 'pass'}) or 1 (the {'offset after' if skipped else 'second'}), "
+            "or a UTC offset",
+        )
+    chosen = second if fold == 1 else first
+    return chosen.astimezone(UTC)

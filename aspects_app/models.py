@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 # Positions are stored as little-endian float64 bytes: compact, exact, and independent of the database.
@@ -91,6 +92,44 @@ class Chart(models.Model):
         self.longitudes = lon.tobytes()
         self.speeds = None if spd is None else spd.tobytes()
         self.positions_hash = positions_hash(self.points, lon, spd)
+
+    def positions_problem(self) -> str | None:
+        """Why the stored positions cannot be served (none, or points, longitudes and speeds that disagree), or
+        None when they are consistent."""
+        longitudes = bytes(self.longitudes or b"")
+        if not isinstance(self.points, list) or not all(isinstance(p, str) and p for p in self.points):
+            return "points must be a list of names"
+        if not self.points or not longitudes:
+            return "a chart needs positions: birth data to compute them from, or position_input"
+        if len(set(self.points)) != len(self.points):
+            return "point names must be unique"
+        width = _POSITION_DTYPE.itemsize
+        if len(longitudes) != width * len(self.points):
+            return f"{len(self.points)} points but {len(longitudes) / width:g} longitudes"
+        if self.speeds is not None and len(bytes(self.speeds)) != width * len(self.points):
+            return f"{len(self.points)} points but {len(bytes(self.speeds)) / width:g} speeds"
+        return None
+
+    def check_positions(self) -> None:
+        """Raise ``ValidationError`` unless the positions are consistent; then make the hash theirs. Every write
+        goes through it (``save()``, and the services before ``bulk_create``), so no stored row can carry a hash
+        of other positions, or points without their longitudes."""
+        problem = self.positions_problem()
+        if problem is not None:
+            # Not keyed by field: the admin's form does not show the binary fields an error could name.
+            raise ValidationError(f"positions: {problem}", code="positions")
+        self.positions_hash = positions_hash(self.points, self.longitude_array, self.speed_array)
+
+    def clean(self) -> None:
+        super().clean()
+        self.check_positions()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.check_positions()
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and {"points", "longitudes", "speeds"} & set(update_fields):
+            kwargs["update_fields"] = {*update_fields, "positions_hash"}
+        super().save(*args, **kwargs)
 
     @property
     def longitude_array(self) -> npt.NDArray[np.float64]:

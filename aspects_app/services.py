@@ -333,6 +333,8 @@ def create_charts(owner: Any, inputs: Sequence[ChartInput]) -> list[Chart]:
         return []
     charts = [_unsaved_chart(owner, item) for item in inputs]
     _fill_positions([c for c, item in zip(charts, inputs, strict=True) if item.points is None])
+    for chart in charts:  # bulk_create skips save(), which checks this
+        chart.check_positions()
     with transaction.atomic():
         return Chart.objects.bulk_create(charts) if len(charts) > 1 else [_save(charts[0])]
 
@@ -369,6 +371,34 @@ def _fill_positions(charts: Sequence[Chart]) -> None:
         chart.set_positions(positions.points, positions.longitudes[n], positions.speeds[n])
 
 
+def fill_positions_from_birth(chart: Chart) -> None:
+    """Compute an unsaved ``chart``'s positions from its birth data (the admin's form, before it validates)."""
+    if chart.birth_datetime is None or chart.latitude is None or chart.longitude is None:
+        raise FieldError("birth_datetime", "birth_datetime, latitude and longitude are all needed")
+    _fill_positions([chart])
+
+
+def save_chart(chart: Chart, old_hash: str) -> Chart:
+    """Save an edited ``chart``; results computed from other positions than its own are removed."""
+    with transaction.atomic():
+        chart.save()
+        if old_hash and chart.positions_hash != old_hash:
+            results.invalidate_results(chart)
+    return chart
+
+
+def recompute_positions(charts: Iterable[Chart]) -> int:
+    """Compute again, from their birth data, the positions of those of ``charts`` that have it (after an
+    ephemeris upgrade, say): how many were recomputed. Results of charts whose positions changed are removed."""
+    with_birth = [c for c in charts if None not in (c.birth_datetime, c.latitude, c.longitude)]
+    old_hashes = [c.positions_hash for c in with_birth]
+    _fill_positions(with_birth)
+    with transaction.atomic():
+        for chart, old_hash in zip(with_birth, old_hashes, strict=True):
+            save_chart(chart, old_hash)
+    return len(with_birth)
+
+
 def update_chart(chart: Chart, changes: ChartInput, fields: Iterable[str]) -> Chart:
     """Apply ``fields`` of ``changes``; positions are recomputed (or replaced) and stale results removed."""
     fields = set(fields)
@@ -378,15 +408,13 @@ def update_chart(chart: Chart, changes: ChartInput, fields: Iterable[str]) -> Ch
     old_hash = chart.positions_hash
     if changes.points is not None:
         chart.set_positions(changes.points, changes.longitudes, changes.speeds)
+        # Given positions replace computed ones: birth data they were not computed from would misinform.
+        chart.birth_datetime = chart.latitude = chart.longitude = None
     elif fields & {"birth_datetime", "latitude", "longitude"}:
         if chart.birth_datetime is None or chart.latitude is None or chart.longitude is None:
             raise FieldError("birth_datetime", "birth_datetime, latitude and longitude are all needed")
         _fill_positions([chart])
-    with transaction.atomic():
-        chart.save()
-        if chart.positions_hash != old_hash:
-            results.invalidate_results(chart)
-    return chart
+    return save_chart(chart, old_hash)
 
 
 @dataclass(frozen=True)

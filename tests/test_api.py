@@ -17,6 +17,7 @@ from rest_framework.settings import api_settings
 from rest_framework.test import APIClient, APIRequestFactory
 
 from aspects_app import ephemeris
+from aspects_app.api.serializers import display_aspects
 from aspects_app.engine import AspectConfig, MemoryOptimizedVectorizedCalculator
 from aspects_app.engine.aspects import KERYKEION_ALL_ORBS, KERYKEION_DEFAULT_ORBS, STANDARD_POINTS
 from aspects_app.models import AspectResult, Chart
@@ -56,7 +57,8 @@ def expected_natal(chart: Chart, config: AspectConfig) -> list[dict[str, Any]]:
     hits = engine(config).natal(
         chart.longitude_array[None, :], None if speeds is None else speeds[None, :], points=tuple(chart.points)
     )
-    return [{k: v for k, v in r.items() if k != "i"} for r in hits.to_records(point_names=True)]
+    # As the API shows them: orbs rounded (ORB_DECIMALS).
+    return display_aspects([{k: v for k, v in r.items() if k != "i"} for r in hits.to_records(point_names=True)])
 
 
 def expected_synastry(a: Chart, b: Chart, config: AspectConfig) -> list[dict[str, Any]]:
@@ -68,7 +70,9 @@ def expected_synastry(a: Chart, b: Chart, config: AspectConfig) -> list[dict[str
         None if sb is None else sb[None, :],
         points=tuple(a.points),
     )
-    return [{k: v for k, v in r.items() if k not in ("i", "j")} for r in hits.to_records(point_names=True)]
+    return display_aspects(
+        [{k: v for k, v in r.items() if k not in ("i", "j")} for r in hits.to_records(point_names=True)]
+    )
 
 
 def angular_difference(a: float, b: float) -> float:
@@ -521,7 +525,7 @@ def test_put_recomputes_positions_and_invalidates(alice_client: APIClient, born:
 
 def test_patch_position_input_replaces_positions(alice_client: APIClient, born: dict[str, Any], bob: Any) -> None:
     pk = born["id"]
-    other = Chart.objects.create(name="other", points=list(STANDARD_POINTS), is_public=True)
+    other = Chart(name="other", is_public=True)
     other.set_positions(STANDARD_POINTS, [float(i) for i in range(13)])
     other.save()
     assert alice_client.get(f"{API}/synastry/", {"chart_a": other.pk, "chart_b": pk}).status_code == 200

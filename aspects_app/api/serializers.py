@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .. import ephemeris
 from ..conf import get_config
 from ..engine.aspects import ASPECT_NAMES, ORB_PRESETS, STANDARD_POINTS
 from ..engine.backend import BACKEND_NAMES
 from ..engine.calculator import OPERATIONS
+from ..engine.errors import FieldError
 from ..engine.hits import MOVEMENTS
 from ..engine.scoring import SCORE_METHODS
 from ..engine.validation import MAX_POINTS
@@ -32,7 +35,39 @@ def finite(value: float, field: str = "value") -> float:
     return value
 
 
-class LongitudeField(serializers.FloatField):
+# Orbs in responses are rounded to this many decimals (1e-10°, far below the ephemeris' precision): differences
+# of longitudes carry binary noise (120.3 − 120 = 0.30000000000001137) that means nothing to a reader.
+ORB_DECIMALS = 10
+
+
+def display_aspects(aspects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aspect records as the API shows them: orbs rounded to :data:`ORB_DECIMALS`."""
+    return [{**record, "orb": round(float(record["orb"]), ORB_DECIMALS)} for record in aspects]
+
+
+# A request body naming a field the serializer does not know is a 400 naming it, not silently ignored (a misspelt
+# ``is_publc`` would otherwise store a private chart). Read-only fields are known (and ignored), so a client may
+# send back what it read. (Comments, not a docstring: the schema would show it as every body's description.)
+class RejectUnknownFields:
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = cast(serializers.Serializer[Any], self).fields
+            unknown = sorted(str(name) for name in data if name not in known)
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return cast(Any, super()).to_internal_value(data)
+
+
+class NumberField(serializers.FloatField):
+    """A float that is not a boolean: DRF's FloatField takes ``true`` as 1.0."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            raise serializers.ValidationError("a number, not a boolean")
+        return super().to_internal_value(data)
+
+
+class LongitudeField(NumberField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(min_value=0.0, max_value=360.0, **kwargs)
 
@@ -43,12 +78,12 @@ class LongitudeField(serializers.FloatField):
         return value
 
 
-class SpeedField(serializers.FloatField):
+class SpeedField(NumberField):
     def to_internal_value(self, data: Any) -> float:
         return finite(super().to_internal_value(data), "speed")
 
 
-class PositionsSerializer(serializers.Serializer[Any]):
+class PositionsSerializer(RejectUnknownFields, serializers.Serializer[Any]):
     """Positions given by the host instead of birth data."""
 
     points = serializers.ListField(
@@ -87,27 +122,45 @@ class BirthDateTimeField(serializers.DateTimeField):
         return value
 
 
-def birth_moment(value: datetime, time_zone: str | None) -> datetime:
-    """``value`` in UTC; a naive (local) value needs ``time_zone``."""
+def birth_moment(value: datetime, time_zone: str | None, fold: int | None = None) -> datetime:
+    """``value`` in UTC; a naive (local) value needs ``time_zone``, and ``fold`` when that wall-clock time fell in
+    a DST gap or fold there."""
     if timezone.is_naive(value):
         if not time_zone:
             raise serializers.ValidationError(
                 {"birth_datetime": "give a UTC offset (e.g. +02:00), or a time_zone for local time"}
             )
-        value = value.replace(tzinfo=ZoneInfo(time_zone))
+        try:
+            return ephemeris.local_to_utc(value, time_zone, fold)
+        except FieldError as exc:
+            field = "fold" if exc.field == "fold" else "birth_datetime"
+            raise serializers.ValidationError({field: exc.message}) from exc
+        except OverflowError as exc:
+            raise serializers.ValidationError({"birth_datetime": "outside the supported range of dates"}) from exc
     try:
         return value.astimezone(ZoneInfo("UTC"))
     except OverflowError as exc:  # e.g. year 1 with an eastern offset falls before year 1 in UTC
         raise serializers.ValidationError({"birth_datetime": "outside the supported range of dates"}) from exc
 
 
-class ChartSerializer(serializers.ModelSerializer[Chart]):
-    """A chart. Create it from birth data (positions are computed) or from ``positions``."""
+BIRTH_FIELDS = ("birth_datetime", "latitude", "longitude")
+
+
+class ChartSerializer(RejectUnknownFields, serializers.ModelSerializer[Chart]):
+    """A chart. Create it from birth data (positions are computed) or from ``position_input``, never both."""
 
     birth_datetime = BirthDateTimeField(required=False, allow_null=True)
-    latitude = serializers.FloatField(required=False, allow_null=True, min_value=-90.0, max_value=90.0)
-    longitude = serializers.FloatField(required=False, allow_null=True, min_value=-180.0, max_value=180.0)
+    latitude = NumberField(required=False, allow_null=True, min_value=-90.0, max_value=90.0)
+    longitude = NumberField(required=False, allow_null=True, min_value=-180.0, max_value=180.0)
     time_zone = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    fold = serializers.ChoiceField(
+        choices=[0, 1],
+        required=False,
+        write_only=True,
+        help_text="Only for a local birth_datetime that the time_zone skipped (DST gap) or showed twice (fold), "
+        "which is otherwise refused: as in PEP 495, 0 is the first pass of a fold (in a gap: the offset before "
+        "the change) and 1 the second (in a gap: the offset after).",
+    )
     positions = serializers.SerializerMethodField()
     owner = serializers.SerializerMethodField()
     position_input = PositionsSerializer(
@@ -125,6 +178,7 @@ class ChartSerializer(serializers.ModelSerializer[Chart]):
             "latitude",
             "longitude",
             "time_zone",
+            "fold",
             "positions",
             "position_input",
             "positions_hash",
@@ -143,6 +197,10 @@ class ChartSerializer(serializers.ModelSerializer[Chart]):
         }
     )
     def get_positions(self, chart: Chart) -> dict[str, dict[str, float | None]]:
+        # A row that could not have been saved by the app (written around it, say with raw SQL) shows no
+        # positions rather than failing the whole page.
+        if chart.positions_problem() is not None:
+            return {}
         speeds = chart.speed_array
         return {
             name: {"lon": float(lon), "speed": None if speeds is None else float(speeds[n])}
@@ -164,13 +222,20 @@ class ChartSerializer(serializers.ModelSerializer[Chart]):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        has_positions = "longitudes" in attrs
+        given = [f for f in BIRTH_FIELDS if attrs.get(f) is not None]
+        if has_positions and given:
+            # Positions not computed from the stored birth data would contradict it.
+            raise serializers.ValidationError(
+                {"position_input": f"give birth data or position_input, not both (got {', '.join(given)})"}
+            )
         if attrs.get("birth_datetime") is not None:
             time_zone = attrs.get("time_zone", getattr(self.instance, "time_zone", ""))
-            attrs["birth_datetime"] = birth_moment(attrs["birth_datetime"], time_zone)
-        has_positions = "longitudes" in attrs
-        birth = [attrs.get(f) for f in ("birth_datetime", "latitude", "longitude")]
+            attrs["birth_datetime"] = birth_moment(attrs["birth_datetime"], time_zone, attrs.pop("fold", None))
+        attrs.pop("fold", None)
+        birth = [attrs.get(f) for f in BIRTH_FIELDS]
         if self.instance is None and not has_positions:
-            missing = [f for f, v in zip(("birth_datetime", "latitude", "longitude"), birth, strict=True) if v is None]
+            missing = [f for f, v in zip(BIRTH_FIELDS, birth, strict=True) if v is None]
             if missing:
                 raise serializers.ValidationError({f: "required unless position_input is given" for f in missing})
         return attrs
@@ -197,7 +262,7 @@ def _time_zones() -> set[str]:
     return available_timezones()
 
 
-class BulkChartSerializer(serializers.Serializer[Any]):
+class BulkChartSerializer(RejectUnknownFields, serializers.Serializer[Any]):
     charts = ChartSerializer(many=True)
 
     def validate_charts(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -213,7 +278,11 @@ class BulkChartSerializer(serializers.Serializer[Any]):
     {
         "oneOf": [
             {"type": "string", "enum": list(ORB_PRESETS)},
-            {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 90}},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 90, "exclusiveMaximum": True},
+            },
         ]
     }
 )
@@ -286,7 +355,7 @@ class InlinePositionsSerializer(PositionsSerializer):
     pass
 
 
-class InlineSynastrySerializer(AspectSelectionSerializer):
+class InlineSynastrySerializer(RejectUnknownFields, AspectSelectionSerializer):
     a = InlinePositionsSerializer()
     b = InlinePositionsSerializer()
 
@@ -296,7 +365,7 @@ class InlineSynastrySerializer(AspectSelectionSerializer):
         return attrs
 
 
-class ScoresRequestSerializer(AspectSelectionSerializer):
+class ScoresRequestSerializer(RejectUnknownFields, AspectSelectionSerializer):
     charts = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1)
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
 
@@ -312,13 +381,13 @@ class MatchesQuerySerializer(AspectSelectionSerializer):
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
 
 
-class EstimateSerializer(serializers.Serializer[Any]):
+class EstimateSerializer(RejectUnknownFields, serializers.Serializer[Any]):
     num_charts1 = serializers.IntegerField(min_value=1, max_value=10**9)
     num_charts2 = serializers.IntegerField(min_value=1, max_value=10**9, required=False, allow_null=True)
     num_planets = serializers.IntegerField(min_value=1, max_value=MAX_POINTS, default=10)
     operation = serializers.ChoiceField(choices=OPERATIONS, default="synastry")
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
-    working_memory_mb = serializers.FloatField(min_value=1.0, max_value=1024.0 * 1024.0, required=False)
+    working_memory_mb = NumberField(min_value=1.0, max_value=1024.0 * 1024.0, required=False)
 
     def validate_working_memory_mb(self, value: float) -> float:
         return finite(value, "working_memory_mb")
@@ -331,7 +400,7 @@ class AspectSerializer(serializers.Serializer[Any]):
     p1 = serializers.CharField(help_text="Point of the first chart.")
     p2 = serializers.CharField(help_text="Point of the second chart (natal: the same chart).")
     aspect = serializers.ChoiceField(choices=ASPECT_NAMES)
-    orb = serializers.FloatField(help_text="|separation − angle| in degrees.")
+    orb = serializers.FloatField(help_text=f"|separation − angle| in degrees, rounded to {ORB_DECIMALS} decimals.")
     movement = serializers.ChoiceField(choices=MOVEMENTS)
 
 
@@ -392,7 +461,7 @@ class ConfigurationSerializer(serializers.Serializer[Any]):
     max_charts_per_request = serializers.IntegerField()
 
 
-class JobRequestSerializer(AspectSelectionSerializer):
+class JobRequestSerializer(RejectUnknownFields, AspectSelectionSerializer):
     """A distributed batch job over charts the caller can see."""
 
     modes = serializers.ListField(child=serializers.ChoiceField(choices=["natal", "synastry", "top-k"]), min_length=1)

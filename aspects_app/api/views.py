@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from django import forms
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.urls import reverse
@@ -70,7 +71,7 @@ def _aspects_response(result: services.AspectsResult) -> dict[str, Any]:
         "orbs": dict(result.config.orbs),
         "cached": result.cached,
         "source": result.source,
-        "aspects": result.aspects(),
+        "aspects": s.display_aspects(result.aspects()),
     }
 
 
@@ -90,9 +91,40 @@ class ChartPagination(PageNumberPagination):
     max_page_size = 500
 
 
+class StrictBooleanField(forms.NullBooleanField):
+    """``true``/``false`` (or ``1``/``0``); anything else is an error, where django-filter's boolean widget reads
+    it as "no filter" and ``is_public=maybe`` would list every chart."""
+
+    widget = forms.TextInput
+
+    # NullBooleanField returns None for "no value"; the stubs inherit BooleanField's bool.
+    def to_python(self, value: Any) -> bool | None:  # type: ignore[override]
+        text = str(value).strip().lower() if value is not None else ""
+        if text in ("", "none"):
+            return None
+        if text in ("true", "1"):
+            return True
+        if text in ("false", "0"):
+            return False
+        raise forms.ValidationError("must be true or false", code="invalid")
+
+    def validate(self, value: Any) -> None:
+        pass
+
+
+class StrictBooleanFilter(filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # django-filter's DRF BooleanFilter defaults to its BooleanWidget, which reads "maybe" as no value.
+        kwargs.setdefault("widget", forms.TextInput)
+        super().__init__(*args, **kwargs)
+
+
 class ChartFilter(filters.FilterSet):
     name = filters.CharFilter(lookup_expr="icontains")
-    mine = filters.BooleanFilter(method="filter_mine", label="Only the requesting user's charts")
+    is_public = StrictBooleanFilter()
+    mine = StrictBooleanFilter(method="filter_mine", label="Only the requesting user's charts")
     updated_after = filters.IsoDateTimeFilter(method="filter_updated_after", label="Updated at or after (ISO 8601)")
 
     class Meta:
@@ -164,13 +196,8 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
             charts = services.create_charts(request.user, inputs)
         return Response(self.get_serializer(charts, many=True).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("orbs", str, description="Orb preset: default or all."),
-            OpenApiParameter("aspects", str, description="Comma-separated aspect names to keep."),
-        ],
-        responses=s.AspectsResponseSerializer,
-    )
+    # The query's own serializer: the schema then carries its constraints (a preset or a non-empty object).
+    @extend_schema(parameters=[s.AspectSelectionSerializer], responses=s.AspectsResponseSerializer)
     @action(detail=True, methods=["get"])
     def natal(self, request: Request, pk: str | None = None) -> Response:
         """Aspects within this chart."""
