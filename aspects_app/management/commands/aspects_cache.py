@@ -59,7 +59,11 @@ class Command(BaseCommand):
             self.stdout.write(f"cleared every cached result; {deleted} stored rows deleted")
             return
         forgotten, deleted = services.forget_chart(chart_id, persisted)
-        self.stdout.write(f"chart {chart_id}: {forgotten} cached entries forgotten, {deleted} stored rows deleted")
+        # The shared level forgets by generation token (no count without a scan); this process's LRU counts.
+        self.stdout.write(
+            f"chart {chart_id}: cached results forgotten (shared level; {forgotten} in this process), "
+            f"{deleted} stored rows deleted"
+        )
 
     def _warm(self, ids: str | None, owner: str | None, orbs: str | None) -> None:
         try:
