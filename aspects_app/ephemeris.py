@@ -39,8 +39,10 @@ from skyfield.nutationlib import iau2000b, mean_obliquity
 
 from aspects_app.engine.aspects import STANDARD_POINTS
 from aspects_app.engine.errors import FieldError
+from aspects_app.engine.transits import TransitTrack
+from aspects_app.sky_track import build_transit_track
 
-__all__ = ["SPEED_STEP_DAYS", "Positions", "compute_positions", "local_to_utc", "supported_range"]
+__all__ = ["SPEED_STEP_DAYS", "Positions", "compute_positions", "local_to_utc", "supported_range", "transit_track"]
 
 FloatArray = NDArray[np.float64]
 
@@ -414,3 +416,16 @@ def local_to_utc(local: datetime, time_zone: str, fold: int | None = None) -> da
         )
     chosen = second if fold == 1 else first
     return chosen.astimezone(UTC)
+
+
+def _body_positions(times: NDArray[np.datetime64], bodies: tuple[str, ...]) -> tuple[FloatArray, FloatArray]:
+    """Geocentric positions (no place needed) for the transit track."""
+    positions = compute_positions(times, 0.0, 0.0, points=bodies)
+    return positions.longitudes, positions.speeds
+
+
+def transit_track(start: datetime, end: datetime, bodies: Sequence[str] | None = None) -> TransitTrack:
+    """The transiting bodies (default Sun … Pluto; also Mean_Node) over [start, end), aware datetimes: samples,
+    step and accuracy as described in :mod:`aspects_app.sky_track`. ValueError naming the argument for naive
+    datetimes, end not after start, a range outside DE421, unknown bodies."""
+    return build_transit_track(start, end, bodies, _body_positions, supported_range())

@@ -20,6 +20,8 @@ from .monitor import LeakReport, VectorizedPerformanceMonitor
 from .pool import ArrayPool
 from .scoring import SCORE_METHODS
 from .topk import TopK
+from .transit_events import SkyEvents, TransitEvents
+from .transits import TRANSIT_ORBS, TransitTrack, sky_events
 
 # Part of every persisted result's key: bump it whenever a change alters any result, so old ones are not served.
 ENGINE_VERSION = "1"
@@ -36,6 +38,7 @@ __all__ = [
     "ORB_PRESETS",
     "SCORE_METHODS",
     "STANDARD_POINTS",
+    "TRANSIT_ORBS",
     "ArrayPool",
     "AspectConfig",
     "AspectHits",
@@ -43,8 +46,12 @@ __all__ = [
     "BackendUnavailable",
     "LeakReport",
     "MemoryOptimizedVectorizedCalculator",
+    "SkyEvents",
     "TopK",
+    "TransitEvents",
+    "TransitTrack",
     "VectorizedPerformanceMonitor",
     "get_backend",
     "memory_optimized_processing",
+    "sky_events",
 ]

@@ -32,6 +32,8 @@ from .path import ExecutionPath, FloatArray
 from .pool import ArrayPool
 from .scoring import SCORE_METHODS, score_dtype
 from .topk import TopK
+from .transit_events import TransitEvents
+from .transits import TransitTrack, run_transits
 from .xp_path import XpPath
 
 T = TypeVar("T")
@@ -186,6 +188,25 @@ class MemoryOptimizedVectorizedCalculator:
         sa = validation.speeds("speed_a", speed_a, a.shape)
         sb = validation.speeds("speed_b", speed_b, b.shape)
         return self._path.paired_synastry(a, b, sa, sb, self._points(points, a.shape[1]))
+
+    @_recovering
+    def transits(self, natal_lon: Any, track: TransitTrack, points: Sequence[str] | None = None) -> TransitEvents:
+        """Every exact pass of each of ``track``'s bodies over natal longitude ± aspect angle of every chart of
+        ``natal_lon`` (N, P), with the orb window around it, for this calculator's aspects and orbs (point orbs
+        apply to natal points and bodies alike; :data:`~aspects_app.engine.transits.TRANSIT_ORBS` is the preset
+        for predictive work). See :mod:`aspects_app.engine.transits`."""
+        natal = validation.longitudes("natal_lon", natal_lon)
+        if not isinstance(track, TransitTrack):
+            raise FieldError("track", f"expected a TransitTrack (ephemeris.transit_track), got {type(track).__name__}")
+        names = self._points(points, natal.shape[1])
+        self.config.check_points((*names, *track.bodies))
+        backend = self.backend
+        return run_transits(
+            self.xp, backend.asarray, backend.to_numpy,
+            lambda per_chart: self._budget.plan(natal.shape[0], 1, per_chart, backend),
+            lambda plan, reduce: self._driver.run(plan, "transits", reduce),
+            natal, track, self.config, names, backend.name,
+        )  # fmt: skip
 
     def calculate_large_batch_aspects(
         self, chart_pairs: Sequence[tuple[Any, Any]], points: Sequence[str] | None = None

@@ -1,0 +1,649 @@
+"""Transits for many charts at once: when each transiting body stands exactly at natal ± aspect angle.
+
+The sky is the same for every chart; only the targets differ. So the track (:class:`TransitTrack`: sampled
+longitudes and daily speeds of the transiting bodies) is inverted once (:class:`Inversion`): each body's samples
+are unwrapped, split at its stations into monotone segments, and every segment gets a stretch of one sorted
+key axis. A target then passes in segment ``g`` once for each ``x + 360k`` inside the segment's range (a count
+from two ceilings), the sample interval holding each pass is one ``searchsorted`` on the key axis, and the
+moment is the root of the cubic Hermite interpolant of that interval (safeguarded Newton). Orb entries and exits
+are found the same way, walking across stations while the body stays within the orb.
+
+All the per-chart work is written against an array namespace ``xp`` (NumPy, CuPy, or the array API standard),
+as the rest of the engine; the inversion itself is small and built once with NumPy.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from . import xp_ops
+from .aspects import ASPECT_ANGLES, ASPECT_NAMES, STANDARD_POINTS, AspectConfig
+from .errors import FieldError
+from .transit_events import CODE_DTYPE, INDEX_DTYPE, NAT, SKY_EVENT_KINDS, TIME_DTYPE, SkyEvents, TransitEvents
+
+FloatArray = npt.NDArray[np.float64]
+
+# Predictive orbs for transits, as kerykeion 6's transit defaults: the five major aspects at 3°. Natal orbs
+# (10° conjunctions) would keep a slow planet "in aspect" for years.
+TRANSIT_ORBS: Mapping[str, float] = MappingProxyType(
+    {"conjunction": 3.0, "sextile": 3.0, "square": 3.0, "trine": 3.0, "opposition": 3.0}
+)
+# Bodies a track may carry: the planets and the mean node (the angles depend on a place, not on the sky).
+TRACK_BODIES: tuple[str, ...] = STANDARD_POINTS[:11]
+
+US_PER_DAY: Final = 86_400_000_000
+# Newton iterations stop once every residual is below this (degrees, ~4e-7″), or after MAX_NEWTON_STEPS.
+_RESIDUAL_DEG: Final = 1e-10
+_MAX_NEWTON_STEPS: Final = 60
+# Station knots closer than this (days) to a sample replace it.
+_SAME_KNOT_DAYS: Final = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class TransitTrack:
+    """Longitudes and daily speeds (T, Q) of the bodies ``bodies`` at ``times`` (T,) UTC, covering the
+    requested [``start``, ``end``) with some padding, and the bodies' stations (moments of zero speed) with
+    their longitudes. Arrays are read-only. Build one with ``aspects_app.ephemeris.transit_track`` or, for
+    synthetic skies, :meth:`from_samples`."""
+
+    times: npt.NDArray[np.datetime64]  # (T,) datetime64[us], increasing
+    longitudes: FloatArray  # (T, Q) degrees in [0, 360)
+    speeds: FloatArray  # (T, Q) degrees per day
+    bodies: tuple[str, ...]
+    start: np.datetime64
+    end: np.datetime64
+    station_times: npt.NDArray[np.datetime64]  # (S,) datetime64[us]
+    station_bodies: npt.NDArray[np.intp]  # (S,) column of the body
+    station_longitudes: FloatArray  # (S,)
+    step_days: float = 0.0  # the sampling step, for the record
+    _inversion: list[Inversion] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_samples(
+        cls,
+        times: Any,
+        longitudes: Any,
+        speeds: Any,
+        bodies: Sequence[str],
+        start: Any = None,
+        end: Any = None,
+        stations: tuple[Any, Any, Any] | None = None,
+    ) -> TransitTrack:
+        """A track from samples. ``stations`` = (times, body columns, longitudes); when None they are found as
+        the zeros of the interpolant's derivative between samples whose speeds change sign. ``start``/``end``
+        default to the first and last sample."""
+        stamp = _times("times", times)
+        if stamp.shape[0] < 2:
+            raise FieldError("times", f"a track needs at least two samples, got {stamp.shape[0]}")
+        if (np.diff(stamp.astype(np.int64)) <= 0).any():
+            raise FieldError("times", "sample times must be strictly increasing")
+        names = tuple(bodies)
+        lon = _samples("longitudes", longitudes, (stamp.shape[0], len(names)))
+        if ((lon < 0) | (lon >= 360)).any():
+            raise FieldError("longitudes", "longitudes must lie in [0, 360)")
+        spd = _samples("speeds", speeds, lon.shape)
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise FieldError("bodies", f"expected distinct non-empty names, got {list(names)}")
+        first = stamp[0] if start is None else _times("start", start)[0]
+        last = stamp[-1] if end is None else _times("end", end)[0]
+        if not last > first:
+            raise FieldError("end", "end must be after start")
+        if first < stamp[0] or last > stamp[-1]:
+            raise FieldError("start" if first < stamp[0] else "end", "[start, end] must lie within the samples")
+        s_times, s_bodies, s_lon = (
+            _hermite_stations(stamp, lon, spd) if stations is None else _given_stations(stations, len(names))
+        )
+        for array in (stamp, lon, spd, s_times, s_bodies, s_lon):
+            array.setflags(write=False)
+        step = float(np.median(np.diff(stamp.astype(np.int64)))) / US_PER_DAY
+        return cls(stamp, lon, spd, names, first, last, s_times, s_bodies, s_lon, step)
+
+    def __len__(self) -> int:
+        return int(self.times.shape[0])
+
+    def inversion(self) -> Inversion:
+        """The track inverted once (knots split at stations, a sorted key axis), kept with the track."""
+        if not self._inversion:
+            self._inversion.append(Inversion.build(self))
+        return self._inversion[0]
+
+    def interpolate(self, times: Any) -> tuple[FloatArray, FloatArray]:
+        """Longitudes and speeds (len(times), Q) by cubic Hermite interpolation of the samples (stations
+        included), the values every search here uses."""
+        inv = self.inversion()
+        t = (_times("times", times).astype(np.int64) - inv.t0_us) / US_PER_DAY
+        lon = np.empty((t.shape[0], len(self.bodies)))
+        spd = np.empty_like(lon)
+        for q in range(len(self.bodies)):
+            lon[:, q], spd[:, q] = inv.evaluate(q, t)
+        return np.mod(lon, 360.0), spd
+
+
+def _given_stations(
+    stations: tuple[Any, Any, Any], bodies: int
+) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp], FloatArray]:
+    s_times = _times("stations", stations[0])
+    s_bodies = np.asarray(stations[1], dtype=np.intp).reshape(-1)
+    s_lon = np.asarray(stations[2], dtype=np.float64).reshape(-1)
+    if not s_times.shape == s_bodies.shape == s_lon.shape:
+        raise FieldError("stations", "times, bodies and longitudes must have one entry per station")
+    if ((s_bodies < 0) | (s_bodies >= bodies)).any():
+        raise FieldError("stations", "station body columns must index the bodies")
+    return s_times, s_bodies, s_lon
+
+
+def _times(name: str, value: Any) -> npt.NDArray[np.datetime64]:
+    array = np.atleast_1d(np.asarray(value))
+    if array.dtype.kind != "M":
+        raise FieldError(name, f"expected numpy datetime64 values (UTC), got {array.dtype}")
+    if np.isnat(array).any():
+        raise FieldError(name, "NaT is not a moment")
+    return array.astype(TIME_DTYPE).reshape(-1)
+
+
+def _samples(name: str, value: Any, shape: tuple[int, int]) -> FloatArray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise FieldError(name, f"expected real numbers, got {array.dtype}")
+    array = array.astype(np.float64)
+    if array.ndim == 1 and shape[1] == 1:
+        array = array.reshape(-1, 1)
+    if array.shape != shape:
+        raise FieldError(name, f"expected shape {shape} (samples, bodies), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise FieldError(name, "values must be finite")
+    return array.copy()
+
+
+def _hermite_pieces(h: FloatArray, l0: FloatArray, l1: FloatArray, v0: FloatArray, v1: FloatArray) -> tuple[
+    FloatArray, FloatArray, FloatArray
+]:  # fmt: skip
+    """Coefficients c1, c2, c3 of L(s) = l0 + s(c1 + s(c2 + s c3)), s in [0, 1], for pieces of length h."""
+    dl = l1 - l0
+    c1 = h * v0
+    c2 = 3 * dl - 2 * c1 - h * v1
+    c3 = -2 * dl + c1 + h * v1
+    return c1, c2, c3
+
+
+def _hermite_stations(
+    stamp: npt.NDArray[np.datetime64], lon: FloatArray, spd: FloatArray
+) -> tuple[npt.NDArray[np.datetime64], npt.NDArray[np.intp], FloatArray]:
+    """Zeros of the interpolant's derivative where the sampled speed changes sign (a quadratic per piece)."""
+    t = (stamp.astype(np.int64) - stamp[0].astype(np.int64)) / US_PER_DAY
+    out_t: list[float] = []
+    out_q: list[int] = []
+    out_l: list[float] = []
+    for q in range(lon.shape[1]):
+        unwrapped = np.unwrap(lon[:, q], period=360.0)
+        v = spd[:, q]
+        for k in np.flatnonzero(np.sign(v[:-1]) * np.sign(v[1:]) < 0):
+            h = t[k + 1] - t[k]
+            c1, c2, c3 = (float(c[0]) for c in _hermite_pieces(
+                np.array([h]), unwrapped[k : k + 1], unwrapped[k + 1 : k + 2], v[k : k + 1], v[k + 1 : k + 2]
+            ))  # fmt: skip
+            roots = np.roots([3 * c3, 2 * c2, c1]) if abs(c3) > 1e-300 else np.roots([2 * c2, c1])
+            real = [r.real for r in roots if abs(r.imag) < 1e-12 and -1e-9 <= r.real <= 1 + 1e-9]
+            s = min(max(real[0], 0.0), 1.0) if real else float(-v[k] / (v[k + 1] - v[k]))
+            out_t.append(t[k] + s * h)
+            out_q.append(q)
+            out_l.append(float(np.mod(unwrapped[k] + s * (c1 + s * (c2 + s * c3)), 360.0)))
+    times = stamp[0] + np.round(np.asarray(out_t, dtype=np.float64) * US_PER_DAY).astype("timedelta64[us]")
+    return times.astype(TIME_DTYPE), np.asarray(out_q, dtype=np.intp), np.asarray(out_l, dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Inversion:
+    """A track split into monotone segments on one sorted key axis (NumPy arrays; see the module docstring).
+
+    Knots: times ``t`` (days since ``t0_us``), unwrapped longitudes ``lon``, speeds ``speed``, and ``key``: in
+    segment ``g`` (knots ``first[g]..last[g]``, a station knot appearing at the end of one segment and the start
+    of the next) ``key = offset[g] + direction[g] * (lon - base[g])``, increasing over the whole axis. ``lo``/``hi``
+    are each segment's longitudes at its ends clipped to the track's [start, end) (``lo`` where it starts in
+    time), ``t_lo``/``t_hi`` the matching times.
+    """
+
+    t0_us: int
+    t_start: float
+    t_end: float
+    t: FloatArray
+    lon: FloatArray
+    speed: FloatArray
+    key: FloatArray
+    body: npt.NDArray[np.intp]
+    direction: FloatArray
+    first: npt.NDArray[np.intp]
+    last: npt.NDArray[np.intp]
+    base: FloatArray
+    offset: FloatArray
+    lo: FloatArray
+    hi: FloatArray
+    t_lo: FloatArray
+    t_hi: FloatArray
+    body_first: npt.NDArray[np.bool_]  # the segment is its body's first within [start, end)
+    body_last: npt.NDArray[np.bool_]
+    body_knots: tuple[tuple[FloatArray, FloatArray, FloatArray], ...]  # per body: t, lon, speed
+
+    @property
+    def segments(self) -> int:
+        return int(self.body.shape[0])
+
+    def evaluate(self, q: int, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Body ``q``'s interpolated unwrapped longitude and speed at times ``t`` (days since t0)."""
+        kt, kl, kv = self.body_knots[q]
+        k = np.clip(np.searchsorted(kt, t, side="right") - 1, 0, kt.shape[0] - 2)
+        h = kt[k + 1] - kt[k]
+        s = (t - kt[k]) / h
+        c1, c2, c3 = _hermite_pieces(h, kl[k], kl[k + 1], kv[k], kv[k + 1])
+        return kl[k] + s * (c1 + s * (c2 + s * c3)), (c1 + s * (2 * c2 + 3 * s * c3)) / h
+
+    @classmethod
+    def build(cls, track: TransitTrack) -> Inversion:
+        t0_us = int(track.times[0].astype(np.int64))
+        t_grid = (track.times.astype(np.int64) - t0_us) / US_PER_DAY
+        t_start = float(int(track.start.astype(np.int64)) - t0_us) / US_PER_DAY
+        t_end = float(int(track.end.astype(np.int64)) - t0_us) / US_PER_DAY
+        station_t = (track.station_times.astype(np.int64) - t0_us) / US_PER_DAY
+        knots: list[tuple[FloatArray, FloatArray, FloatArray]] = []
+        seg_rows: list[tuple[int, float, int, int]] = []  # body, direction, first, last (global knot indices)
+        all_t: list[FloatArray] = []
+        all_l: list[FloatArray] = []
+        all_v: list[FloatArray] = []
+        count = 0
+        for q in range(len(track.bodies)):
+            grid_l = np.unwrap(track.longitudes[:, q], period=360.0)
+            grid_v = track.speeds[:, q].copy()
+            mine = np.flatnonzero(track.station_bodies == q)
+            st = station_t[mine]
+            order = np.argsort(st)
+            st = st[order]
+            # A station's longitude, unwrapped next to the samples around it.
+            near = np.interp(st, t_grid, grid_l)
+            sl = near + (180.0 - np.mod(180.0 - (track.station_longitudes[mine][order] - near), 360.0))
+            keep = np.ones(t_grid.shape[0], dtype=bool)
+            for ts in st:
+                keep &= np.abs(t_grid - ts) > _SAME_KNOT_DAYS
+            kt = np.concatenate((t_grid[keep], st))
+            kl = np.concatenate((grid_l[keep], sl))
+            kv = np.concatenate((grid_v[keep], np.zeros_like(st)))
+            order = np.argsort(kt, kind="stable")
+            kt, kl, kv = kt[order], kl[order], kv[order]
+            knots.append((kt, kl, kv))
+            is_station = np.concatenate((np.zeros(int(keep.sum()), bool), np.ones(st.shape[0], bool)))[order]
+            cuts = [0, *np.flatnonzero(is_station).tolist(), kt.shape[0] - 1]
+            for a, b in itertools.pairwise(cuts):
+                if b <= a:
+                    continue
+                # Duplicate the station knot at both segments' ends, so each segment's knots are contiguous.
+                all_t.append(kt[a : b + 1])
+                all_l.append(kl[a : b + 1])
+                all_v.append(kv[a : b + 1])
+                sense = 1.0 if kl[b] > kl[a] or (kl[b] == kl[a] and kv[a : b + 1].sum() >= 0) else -1.0
+                seg_rows.append((q, sense, count, count + b - a))
+                count += b - a + 1
+        t = np.concatenate(all_t)
+        lon = np.concatenate(all_l)
+        speed = np.concatenate(all_v)
+        body = np.array([r[0] for r in seg_rows], dtype=np.intp)
+        direction = np.array([r[1] for r in seg_rows])
+        first = np.array([r[2] for r in seg_rows], dtype=np.intp)
+        last = np.array([r[3] for r in seg_rows], dtype=np.intp)
+        inv_partial = cls(
+            t0_us, t_start, t_end, t, lon, speed, np.empty(0), body, direction, first, last,
+            np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.empty(0),
+            np.empty(0, bool), np.empty(0, bool), tuple(knots),
+        )  # fmt: skip
+        # Keep the segments that overlap [start, end), clipped to it.
+        t_lo = np.maximum(t[first], t_start)
+        t_hi = np.minimum(t[last], t_end)
+        inside = t_hi > t_lo
+        body, first, last = body[inside], first[inside], last[inside]
+        direction, t_lo, t_hi = direction[inside], t_lo[inside], t_hi[inside]
+        lo = np.array([inv_partial.evaluate(int(q), np.array([x]))[0][0] for q, x in zip(body, t_lo, strict=True)])
+        hi = np.array([inv_partial.evaluate(int(q), np.array([x]))[0][0] for q, x in zip(body, t_hi, strict=True)])
+        # Station knots were unwrapped per body, the evaluation too: lo/hi sit on the knots' unwrapped axis.
+        base = lon[first]
+        span = np.abs(lon[last] - base)
+        offset = np.concatenate(([0.0], np.cumsum(span + 1.0)[:-1]))
+        key = np.full(t.shape[0], -np.inf)
+        for g in range(body.shape[0]):
+            rows = slice(int(first[g]), int(last[g]) + 1)
+            # Clip against rounding: a monotone segment's keys must not decrease.
+            key[rows] = np.maximum.accumulate(offset[g] + direction[g] * (lon[rows] - base[g]))
+        key = np.maximum.accumulate(key)  # knots of dropped segments take their neighbour's key
+        body_first = np.ones(body.shape[0], bool)
+        body_first[1:] = body[1:] != body[:-1]
+        body_last = np.ones(body.shape[0], bool)
+        body_last[:-1] = body[:-1] != body[1:]
+        return cls(
+            t0_us, t_start, t_end, t, lon, speed, key, body, direction, first, last, base, offset,
+            lo, hi, t_lo, t_hi, body_first, body_last, tuple(knots),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The aspect targets searched for each (natal point, side): an angle offset, the aspect's code and, per
+    body, the orb (negative: inactive for that point and body)."""
+
+    offsets: FloatArray  # (S,) degrees added to the natal longitude
+    codes: npt.NDArray[np.uint8]  # (S,)
+    orbs: FloatArray  # (P, S, Q)
+
+    @classmethod
+    def build(cls, config: AspectConfig, points: Sequence[str], bodies: Sequence[str]) -> Targets:
+        offsets: list[float] = []
+        codes: list[int] = []
+        for name in config.active_aspects:
+            angle = ASPECT_ANGLES[name]
+            for sign in (1.0, -1.0) if 0.0 < angle < 180.0 else (1.0,):
+                offsets.append(sign * angle)
+                codes.append(ASPECT_NAMES.index(name))
+        orbs = np.full((len(points), len(offsets), len(bodies)), -1.0)
+        for p, point in enumerate(points):
+            for s, code in enumerate(codes):
+                for q, body in enumerate(bodies):
+                    orb = config.orb_for(ASPECT_NAMES[code], point, body)
+                    if orb is not None:
+                        orbs[p, s, q] = orb
+        return cls(np.asarray(offsets), np.asarray(codes, dtype=np.uint8), orbs)
+
+    @property
+    def sides(self) -> int:
+        return int(self.offsets.shape[0])
+
+
+@dataclass(frozen=True)
+class DeviceInversion:
+    """The inversion's arrays in the namespace ``xp``, moved once per operation."""
+
+    xp: Any
+    key: Any
+    t: Any
+    lon: Any
+    speed: Any
+    direction: Any
+    first: Any
+    last: Any
+    base: Any
+    offset: Any
+    lo: Any
+    hi: Any
+    body: Any
+    body_first: Any
+    body_last: Any
+
+    @classmethod
+    def move(cls, xp: Any, inv: Inversion, asarray: Callable[[Any], Any]) -> DeviceInversion:
+        return cls(
+            xp, *(asarray(getattr(inv, name)) for name in (
+                "key", "t", "lon", "speed", "direction", "first", "last", "base", "offset", "lo", "hi", "body",
+                "body_first", "body_last",
+            ))
+        )  # fmt: skip
+
+
+def _take(xp: Any, table: Any, index: Any) -> Any:
+    return xp.take(table, index) if xp_ops.numpy_like(xp) else xp.take(table, xp.reshape(index, (-1,)))
+
+
+def _cumsum(xp: Any, x: Any) -> Any:
+    return xp.cumsum(x) if xp_ops.numpy_like(xp) else xp.cumulative_sum(x)
+
+
+def locate(dev: DeviceInversion, segment: Any, value: Any) -> Any:
+    """Times (days since t0) at which the interpolated longitude of segment ``segment`` equals ``value`` (aligned
+    1-D arrays; each value must lie within its segment's range): the knot interval from one sorted search, then
+    safeguarded Newton on the interval's cubic."""
+    xp = dev.xp
+    direction = _take(xp, dev.direction, segment)
+    query = _take(xp, dev.offset, segment) + direction * (value - _take(xp, dev.base, segment))
+    k = xp_ops.astype(xp, xp.searchsorted(dev.key, query, side="right"), np.int64) - 1
+    k = xp.clip(k, _take(xp, dev.first, segment), _take(xp, dev.last, segment) - 1)
+    t0 = _take(xp, dev.t, k)
+    h = _take(xp, dev.t, k + 1) - t0
+    l0 = _take(xp, dev.lon, k)
+    c1, c2, c3 = _hermite_pieces(h, l0, _take(xp, dev.lon, k + 1), _take(xp, dev.speed, k), _take(xp, dev.speed, k + 1))
+    span = c1 + c2 + c3  # l1 - l0
+    residual0 = l0 - value
+    safe_span = xp.where(span == 0, xp.ones_like(span), span)
+    s = xp.clip(-residual0 / safe_span, 0.0, 1.0)
+    low = xp.zeros_like(s)
+    high = xp.ones_like(s)
+    for _ in range(_MAX_NEWTON_STEPS):
+        f = residual0 + s * (c1 + s * (c2 + s * c3))
+        # A converged root stops moving, so each result depends on its own pass only, not on its chunk.
+        moving = xp.abs(f) > _RESIDUAL_DEG
+        if not bool(xp.any(moving)):
+            break
+        below = f * direction < 0  # the root is later in the interval
+        low = xp.where(below, s, low)
+        high = xp.where(below, high, s)
+        slope = c1 + s * (2 * c2 + 3 * s * c3)
+        safe_slope = xp.where(slope == 0, xp.ones_like(slope), slope)
+        step = s - f / safe_slope
+        bad = (slope == 0) | (step <= low) | (step >= high)
+        s = xp.where(moving, xp.where(bad, 0.5 * (low + high), step), s)
+    return t0 + s * h
+
+
+def _orb_exit(dev: DeviceInversion, segment: Any, value: Any, orb: Any, forward: bool) -> tuple[Any, Any]:
+    """Where a pass at ``value`` (in segment ``segment``) leaves ``value ± orb`` going forward (or backward) in
+    time, walking across stations: (segment of the exit, exit time); time NaN when the body stays within the orb
+    up to the end (start) of the track's range."""
+    xp = dev.xp
+    current = segment
+    pending = xp.ones(value.shape, dtype=xp.bool)
+    exit_value = xp.zeros_like(value)
+    bound_table = dev.hi if forward else dev.lo
+    stop_table = dev.body_last if forward else dev.body_first
+    for _ in range(int(dev.body.shape[0]) + 1):
+        if not bool(xp.any(pending)):
+            break
+        bound = _take(xp, bound_table, current)
+        below = bound < value - orb
+        above = bound > value + orb
+        leaves = pending & (below | above)
+        exit_value = xp.where(leaves & below, value - orb, xp.where(leaves, value + orb, exit_value))
+        pending = pending & ~leaves
+        stuck = pending & _take(xp, stop_table, current)
+        pending = pending & ~stuck
+        current = xp.where(pending, current + (1 if forward else -1), current)
+        exit_value = xp.where(stuck, xp.full_like(value, xp.nan), exit_value)
+    found = ~xp.isnan(exit_value)
+    times = locate(dev, current, xp.where(found, exit_value, _take(xp, dev.hi if forward else dev.lo, current)))
+    return current, xp.where(found, times, xp.full_like(times, xp.nan))
+
+
+@dataclass(frozen=True)
+class ChunkEvents:
+    """One chunk's events as NumPy columns (times in days since the inversion's t0; NaN: none)."""
+
+    i: npt.NDArray[np.int64]
+    point: npt.NDArray[np.int64]
+    body: npt.NDArray[np.int64]
+    side: npt.NDArray[np.int64]
+    exact: FloatArray
+    starts: FloatArray
+    ends: FloatArray
+    retrograde: npt.NDArray[np.bool_]
+
+
+def search_chunk(
+    dev: DeviceInversion, natal: Any, targets: Targets, orbs_dev: Any, offsets_dev: Any, to_numpy: Callable[[Any], Any]
+) -> ChunkEvents:
+    """Every exact pass, with its orb window, of each segment's body over every target of ``natal`` (n, P)."""
+    xp = dev.xp
+    n, p = natal.shape
+    sides = targets.sides
+    g_count = int(dev.body.shape[0])
+    # Targets (n, P, S) on the circle, then a (target, segment) grid flattened as (n, P, S, G).
+    x = xp.remainder(xp.reshape(natal, (n, p, 1)) + xp.reshape(offsets_dev, (1, 1, sides)), 360.0)
+    x = xp.reshape(x, (n * p * sides, 1))
+    direction = xp.reshape(dev.direction, (1, g_count))
+    y = direction * x  # targets on each segment's increasing axis u = direction * lon
+    u_from = direction * xp.reshape(dev.lo, (1, g_count))
+    u_to = direction * xp.reshape(dev.hi, (1, g_count))
+    first_k = xp.ceil((u_from - y) / 360.0)
+    counts = xp.ceil((u_to - y) / 360.0) - first_k
+    orb_grid = xp.reshape(xp.take(orbs_dev, xp.reshape(dev.body, (-1,)), axis=2), (p * sides, g_count))
+    active = xp.reshape(orb_grid >= 0, (1, p * sides, g_count))
+    counts = xp.reshape(xp.where(active, xp.reshape(counts, (n, p * sides, g_count)), 0.0), (-1,))
+    counts = xp_ops.astype(xp, xp.clip(counts, 0.0, None), np.int64)
+    run_ends = _cumsum(xp, counts)
+    total = int(run_ends[-1]) if run_ends.shape[0] else 0
+    if xp is np:
+        cell = np.repeat(np.arange(counts.shape[0]), counts)
+    else:  # CuPy's repeat takes no array of counts: the cell of event e is the first run ending after e
+        cell = xp.searchsorted(run_ends, xp.arange(total, dtype=run_ends.dtype), side="right")
+    rank = xp_ops.astype(xp, xp.arange(total, dtype=xp.int64) - _take(xp, run_ends - counts, cell), np.float64)
+    segment = cell % g_count
+    target = cell // g_count  # flat (chart, point, side)
+    seg_direction = _take(xp, dev.direction, segment)
+    u = _take(xp, xp.reshape(y, (-1,)), cell) + 360.0 * (_take(xp, xp.reshape(first_k, (-1,)), cell) + rank)
+    value = seg_direction * u
+    exact = locate(dev, segment, value)
+    orb = _take(xp, xp.reshape(orb_grid, (-1,)), (target % (p * sides)) * g_count + segment)
+    _, starts = _orb_exit(dev, segment, value, orb, forward=False)
+    _, ends = _orb_exit(dev, segment, value, orb, forward=True)
+    chart = target // (p * sides)
+    return ChunkEvents(
+        i=to_numpy(chart),
+        point=to_numpy((target // sides) % p),
+        body=to_numpy(_take(xp, dev.body, segment)),
+        side=to_numpy(target % sides),
+        exact=to_numpy(exact),
+        starts=to_numpy(starts),
+        ends=to_numpy(ends),
+        retrograde=to_numpy(seg_direction < 0),
+    )
+
+
+def days_to_datetime64(t0_us: int, days: FloatArray) -> npt.NDArray[np.datetime64]:
+    """Days since t0 as datetime64[us], NaN as NaT."""
+    out = np.full(days.shape, NAT, dtype=TIME_DTYPE)
+    ok = ~np.isnan(days)
+    out[ok] = (t0_us + np.round(days[ok] * US_PER_DAY).astype(np.int64)).astype(TIME_DTYPE)
+    return out
+
+
+def to_events(
+    inv: Inversion, chunk: ChunkEvents, targets: Targets, offset: int, points: Sequence[str], bodies: Sequence[str],
+    backend: str,
+) -> TransitEvents:  # fmt: skip
+    """A chunk's columns as :class:`TransitEvents`, chart indices shifted by the chunk's first row."""
+    return TransitEvents(
+        i=(chunk.i + offset).astype(INDEX_DTYPE),
+        point=chunk.point.astype(CODE_DTYPE),
+        body=chunk.body.astype(CODE_DTYPE),
+        aspect=targets.codes[chunk.side],
+        exact=days_to_datetime64(inv.t0_us, chunk.exact),
+        starts=days_to_datetime64(inv.t0_us, chunk.starts),
+        ends=days_to_datetime64(inv.t0_us, chunk.ends),
+        retrograde=chunk.retrograde.astype(bool),
+        points=tuple(points),
+        bodies=tuple(bodies),
+        backend=backend,
+    )
+
+
+def bytes_per_chart(inv: Inversion, targets: Targets, points: int) -> float:
+    """Temporaries per chart: the (target, segment) grid (~12 float64 per cell) and the events (~40 float64
+    each: the exact pass and its two orb exits, each a search and a Newton loop), events estimated from the
+    distance each body covers (360° per pass per target)."""
+    cells = points * targets.sides * inv.segments
+    covered = float(np.sum(np.abs(inv.hi - inv.lo)))
+    events = points * targets.sides * (covered / 360.0 + inv.segments)
+    return cells * 12 * 8 + events * 40 * 8
+
+
+def sky_events(track: TransitTrack) -> SkyEvents:
+    """The bodies' sign ingresses and stations within the track's [start, end), from the same inversion."""
+    inv = track.inversion()
+    bodies: list[npt.NDArray[np.intp]] = []
+    kinds: list[npt.NDArray[np.intp]] = []
+    times: list[FloatArray] = []
+    longitudes: list[FloatArray] = []
+    retro: list[npt.NDArray[np.bool_]] = []
+    dev = DeviceInversion.move(np, inv, np.asarray)
+    for g in range(inv.segments):
+        low, high = sorted((inv.lo[g], inv.hi[g]))
+        d = inv.direction[g]
+        # Cusps 30k crossed in the segment, half-open at its end in time as every search here.
+        cusps = np.arange(np.ceil(low / 30.0), np.floor(high / 30.0) + 1) * 30.0
+        cusps = cusps[cusps != inv.hi[g]]
+        if cusps.size:
+            bodies.append(np.full(cusps.shape, inv.body[g]))
+            kinds.append(np.zeros(cusps.shape, np.intp))
+            times.append(locate(dev, np.full(cusps.shape, g), cusps))
+            longitudes.append(cusps)
+            retro.append(np.full(cusps.shape, d < 0))
+    inside = (track.station_times >= track.start) & (track.station_times < track.end)
+    s_t = (track.station_times[inside].astype(np.int64) - inv.t0_us) / US_PER_DAY
+    s_q = track.station_bodies[inside]
+    if s_t.size:
+        bodies.append(s_q)
+        kinds.append(np.ones(s_t.shape, np.intp))
+        times.append(s_t)
+        longitudes.append(track.station_longitudes[inside])
+        # Direction after the station: the opposite of the speed just before it.
+        before = np.array([inv.evaluate(int(q), np.array([t - 1e-3]))[1][0] for q, t in zip(s_q, s_t, strict=True)])
+        retro.append(before > 0)
+    if not bodies:
+        empty = np.empty(0)
+        return SkyEvents(
+            np.empty(0, CODE_DTYPE), np.empty(0, CODE_DTYPE), np.empty(0, TIME_DTYPE), empty,
+            np.empty(0, CODE_DTYPE), np.empty(0, bool), track.bodies,
+        )  # fmt: skip
+    body = np.concatenate(bodies)
+    kind = np.concatenate(kinds)
+    time = np.concatenate(times)
+    lon = np.mod(np.concatenate(longitudes), 360.0)
+    retrograde = np.concatenate(retro)
+    order = np.lexsort((time, body))
+    sign = np.floor(lon / 30.0).astype(np.intp) % 12
+    # An ingress while retrograde enters the sign below the cusp.
+    sign = np.where((kind == 0) & retrograde, (sign - 1) % 12, sign)
+    assert len(SKY_EVENT_KINDS) == 2
+    return SkyEvents(
+        body[order].astype(CODE_DTYPE), kind[order].astype(CODE_DTYPE), days_to_datetime64(inv.t0_us, time[order]),
+        lon[order], sign[order].astype(CODE_DTYPE), retrograde[order], track.bodies,
+    )  # fmt: skip
+
+
+def run_transits(
+    xp: Any,
+    asarray: Callable[[Any], Any],
+    to_numpy: Callable[[Any], Any],
+    plan_rows: Callable[[float], Any],
+    drive: Callable[[Any, Callable[[slice, slice], None]], None],
+    natal: FloatArray,
+    track: TransitTrack,
+    config: AspectConfig,
+    points: Sequence[str],
+    backend: str,
+) -> TransitEvents:
+    """The calculator's ``transits``: targets from ``config``, charts in chunks planned by ``plan_rows(bytes per
+    chart)`` and run through ``drive(plan, reduce)``; each chunk's events are brought to NumPy at once."""
+    inv = track.inversion()
+    targets = Targets.build(config, points, track.bodies)
+    if not targets.sides:
+        return TransitEvents.empty(points, track.bodies, backend)
+    dev = DeviceInversion.move(xp, inv, asarray)
+    orbs_dev = asarray(targets.orbs)
+    offsets_dev = asarray(targets.offsets)
+    parts: list[TransitEvents] = []
+
+    def reduce(rows: slice, _cols: slice) -> None:
+        chunk = search_chunk(dev, asarray(natal[rows]), targets, orbs_dev, offsets_dev, to_numpy)
+        parts.append(to_events(inv, chunk, targets, rows.start, points, track.bodies, backend))
+
+    drive(plan_rows(bytes_per_chart(inv, targets, len(points))), reduce)
+    return TransitEvents.concatenate(parts, points, track.bodies, backend)
