@@ -67,7 +67,8 @@ def check_caches(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
     except ImproperlyConfigured:
         return []  # reported by check_settings
     messages: list[checks.CheckMessage] = []
-    for key, alias in (("CACHE_ALIAS", config.cache_alias), ("LOCK_ALIAS", config.lock_alias)):
+    aliases = (("CACHE_ALIAS", config.cache_alias), ("LOCK_ALIAS", config.lock_alias))
+    for key, alias in (*aliases, ("THROTTLE_ALIAS", config.throttle_alias)):
         if alias not in settings.CACHES:
             messages.append(
                 checks.Error(
@@ -164,5 +165,43 @@ def check_jobs(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) ->
             f"Jobs are enabled but {problem}; POST jobs/ answers 503 until this is fixed.",
             hint="README, 'Work spread over machines (Celery)'; or set ASPECTS['JOBS_ENABLED'] = False.",
             id="aspects_app.E006",
+        )
+    ]
+
+
+# Backends whose entries live in one process's memory: each worker would count throttles and hold locks alone.
+PER_PROCESS_CACHES = ("django.core.cache.backends.locmem.", "django.core.cache.backends.dummy.")
+
+
+def _is_per_process(alias: str) -> bool:
+    return str(settings.CACHES.get(alias, {}).get("BACKEND", "")).startswith(PER_PROCESS_CACHES)
+
+
+@checks.register("aspects_app", checks.Tags.caches)
+def check_shared_state(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Throttle counters and single-flight locks in a per-process cache while results are shared: a sign of
+    several processes, each of which then lets the full rate through and computes what the others compute."""
+    try:
+        config = get_config()
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    results = config.cache_alias
+    if results not in settings.CACHES or _is_per_process(results):
+        return []  # E003, or a single-process deployment
+    local = {
+        key: alias
+        for key, alias in (("THROTTLE_ALIAS", config.throttle_alias), ("LOCK_ALIAS", config.lock_alias))
+        if alias in settings.CACHES and _is_per_process(alias)
+    }
+    if not local:
+        return []
+    named = ", ".join(f"ASPECTS['{key}'] ({alias!r})" for key, alias in local.items())
+    return [
+        checks.Warning(
+            f"{named} is a per-process cache while results ({results!r}) are shared: with several workers each "
+            "counts throttles and holds locks alone (a 60/min limit lets 60/min through per worker).",
+            hint="Point them at a shared store that does not evict, e.g. a Redis run with maxmemory-policy "
+            "noeviction (README, Caching).",
+            id="aspects_app.W005",
         )
     ]

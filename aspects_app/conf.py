@@ -37,6 +37,12 @@ class AspectsSettings:
     # None switches throttling off for that group.
     throttle_anon: str | None = "60/min"
     throttle_user: str | None = "600/min"
+    # Failed HTTP Basic logins allowed per client address and per username (DRF rate syntax) before further
+    # attempts answer 429 without hashing a password; None: no limit.
+    throttle_failed_logins: str | None = "10/min"
+    # Alias of the throttle counters (compute and failed logins); like LOCK_ALIAS it must be shared by every
+    # process and must not evict.
+    throttle_alias: str = "default"
     # Django cache alias for results: an evicting (LRU) Redis in production, see README "Caching".
     cache_alias: str = "default"
     # Alias for single-flight locks; it must not evict (keep it apart from an LRU results alias).

@@ -10,18 +10,23 @@ import os
 # -- DRF and drf-spectacular (the API and its OpenAPI schema) ---------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, documenting the error answers (400, 401/403, 404, 415, 429) of each operation.
+    "DEFAULT_SCHEMA_CLASS": "aspects_app.api.schema.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        # DRF's, refusing credentials no account can have (a NUL byte, say) before they reach the database.
+        # DRF's, refusing credentials no account can have (a NUL byte, say) before they reach the database, and
+        # answering 429 without hashing once an address or a username has failed THROTTLE_FAILED_LOGINS times.
         "aspects_app.api.authentication.BasicAuthentication",
     ],
-    "DEFAULT_PARSER_CLASSES": [
-        # DRF's JSON parser with a nesting-depth limit (deep nesting made Python's json raise RecursionError).
-        "aspects_app.api.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only: form and multipart bodies cannot carry the nested fields (position_input was silently dropped),
+    # so any other content type is a 415. DRF's JSON parser, with a nesting-depth limit (deep nesting made
+    # Python's json raise RecursionError).
+    "DEFAULT_PARSER_CLASSES": ["aspects_app.api.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",  # APIClient's default (multipart) would be refused
+    # Proxies in front of the server that append to X-Forwarded-For: 0 (the default here) trusts REMOTE_ADDR
+    # only. DRF's default (None) takes the whole header from the client, so anyone could pick a fresh address
+    # per request and escape every per-address throttle. Behind one reverse proxy set ASPECTS_NUM_PROXIES=1.
+    "NUM_PROXIES": int(os.environ.get("ASPECTS_NUM_PROXIES", "0")),
     # DRF's, with a JSON 400 for a body over DATA_UPLOAD_MAX_MEMORY_SIZE (Django's own 400 is an HTML page).
     "EXCEPTION_HANDLER": "aspects_app.api.exceptions.exception_handler",
 }

@@ -134,6 +134,7 @@ def main() -> None:
             "DJANGO_SETTINGS_MODULE": "project.settings",
             "ASPECTS_SQLITE_PATH": str(Path(tmp) / "bench.sqlite3"),
             "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": "benchmark-only-" + "k" * 50,  # DEBUG off: the server refuses to start without one
             "ASPECTS_THROTTLE_ANON": "off",
             "ASPECTS_THROTTLE_USER": "off",
         }

@@ -5,5 +5,9 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+if os.environ["DJANGO_SETTINGS_MODULE"] == "project.settings":
+    from project.settings import require_secret_key
+
+    require_secret_key()  # at start-up, not on the first request that signs a cookie
 
 application = get_asgi_application()

@@ -1,13 +1,52 @@
-"""Settings for the demo project. Not for production: the defaults favour running out of the box."""
+"""Settings for the demo project, from environment variables (README, "Running the demo in production").
+
+With none set it runs the Quick start: SQLite, in-process caches, DEBUG off. Serving it (runserver, gunicorn,
+uvicorn: project/wsgi.py and project/asgi.py) needs DJANGO_SECRET_KEY unless DJANGO_DEBUG is on; management
+commands that sign nothing (migrate, compute_aspects, check) run without one.
+"""
 
 import os
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from django.core.exceptions import ImproperlyConfigured
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-demo-only-change-me")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1").lower() in {"1", "true", "yes", "on"}
+BASE_DIR = Path(__file__).resolve().parent.parent
+TRUE = {"1", "true", "yes", "on"}
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in TRUE
+
+
+DEBUG = _flag("DJANGO_DEBUG", False)
+# Empty without DJANGO_SECRET_KEY and DEBUG: Django then refuses anything that signs (sessions, CSRF, password
+# resets), and require_secret_key() refuses to serve at all.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or ("django-insecure-debug-only" if DEBUG else "")
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
+
+
+def require_secret_key() -> None:
+    """Called by the WSGI and ASGI entry points: a server without a key would fail on its first signed cookie."""
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. With DEBUG off (the default) the demo needs a secret key to serve: "
+            "set DJANGO_SECRET_KEY to 50 or more random characters (python -c 'from "
+            "django.core.management.utils import get_random_secret_key; print(get_random_secret_key())'), "
+            "or DJANGO_DEBUG=1 for local development only."
+        )
+
+
+# Behind HTTPS (DJANGO_HTTPS=1, as in production): redirect http, HSTS, cookies sent over TLS only.
+HTTPS = _flag("DJANGO_HTTPS", False)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000")) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _flag("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = _flag("DJANGO_HSTS_PRELOAD", True)
+if _flag("DJANGO_BEHIND_TLS_PROXY", False):  # a proxy terminates TLS and says so in X-Forwarded-Proto
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -53,15 +92,22 @@ TEMPLATES = [
     },
 ]
 
-# SQLite needs no server; ASPECTS_DB=postgres uses the local PostgreSQL (needs psycopg, in the dev extra).
-if os.environ.get("ASPECTS_DB") == "postgres":
+# DATABASE_URL (e.g. postgres://user:password@host:5432/aspects; dj-database-url, in the dev extra) wins;
+# ASPECTS_DB=postgres uses the local PostgreSQL, database ASPECTS_DB_NAME (default "test"); else SQLite.
+DATABASES: dict[str, dict[str, object]]
+if os.environ.get("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {"default": dict(dj_database_url.config(conn_max_age=60))}
+elif os.environ.get("ASPECTS_DB") == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
-            "HOST": "127.0.0.1",
-            "PORT": "5432",
-            "NAME": "test",
-            "USER": "postgres",
+            "HOST": os.environ.get("ASPECTS_DB_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("ASPECTS_DB_PORT", "5432"),
+            "NAME": os.environ.get("ASPECTS_DB_NAME", "test"),
+            "USER": os.environ.get("ASPECTS_DB_USER", "postgres"),
+            "PASSWORD": os.environ.get("ASPECTS_DB_PASSWORD", ""),
         }
     }
 else:
@@ -72,12 +118,19 @@ else:
         }
     }
 
-# Embedded default: in-process caches, no server. With ASPECTS_REDIS_URL (e.g. redis://127.0.0.1:6379/1) results
-# go to that Redis, which should run as an LRU (maxmemory + allkeys-lru); "default" keeps DRF's throttle counters
-# and the single-flight locks, which must not be evicted.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Embedded default: in-process caches, no server (one process). With ASPECTS_REDIS_URL (e.g.
+# redis://127.0.0.1:6379/1) results go to that Redis, which should run as an LRU (maxmemory + allkeys-lru), and
+# "default", which keeps the throttle counters and the single-flight locks, to ASPECTS_STATE_REDIS_URL: a Redis
+# that does not evict (maxmemory-policy noeviction). Without it they share the results' server (under a key
+# prefix of their own): shared by every worker, but evictable under memory pressure.
+CACHES: dict[str, dict[str, object]] = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 REDIS_URL = os.environ.get("ASPECTS_REDIS_URL")
 if REDIS_URL:
+    CACHES["default"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": os.environ.get("ASPECTS_STATE_REDIS_URL") or REDIS_URL,
+        "KEY_PREFIX": "aspects-state",
+    }
     CACHES["aspects"] = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,

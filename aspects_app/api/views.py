@@ -164,9 +164,10 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
         return services.visible_charts(self.request.user).select_related("owner")
 
     def get_throttles(self) -> list[Any]:
-        if self.action in ("natal", "scores", "matches"):
-            return [ComputeRateThrottle()]
-        return super().get_throttles()
+        # Every compute and write action; reading charts (list, retrieve) is cheap and paginated.
+        if self.action in ("list", "retrieve"):
+            return super().get_throttles()
+        return [ComputeRateThrottle()]
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
@@ -186,7 +187,7 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
         return Response(self.get_serializer(chart).data)
 
     @extend_schema(request=s.BulkChartSerializer, responses={201: s.ChartSerializer(many=True)})
-    @action(detail=False, methods=["post"])
+    @action(detail=False, methods=["post"], pagination_class=None)  # a plain list, not a page
     def bulk(self, request: Request) -> Response:
         """Create many charts in one request (positions computed in one vectorised call)."""
         serializer = s.BulkChartSerializer(data=request.data, context=self.get_serializer_context())
@@ -327,6 +328,7 @@ class EstimateView(APIView):
     """The memory plan of a batch computation, without running it."""
 
     permission_classes = [permissions.AllowAny]
+    throttle_classes = [ComputeRateThrottle]
 
     @extend_schema(request=s.EstimateSerializer, responses=s.EstimateResponseSerializer)
     def post(self, request: Request) -> Response:
@@ -369,7 +371,11 @@ class PrometheusRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        return data if isinstance(data, bytes) else str(data).encode()
+        if isinstance(data, bytes):
+            return data
+        if isinstance(data, dict) and "detail" in data:  # an error (403, 429): its message, not a dict's repr
+            return f"{data['detail']}\n".encode()
+        return str(data).encode()
 
 
 class MetricsView(APIView):
@@ -404,7 +410,7 @@ class JobViewSet(viewsets.ViewSet):
     permission_classes = [permissions.IsAuthenticated]
 
     def get_throttles(self) -> list[Any]:
-        return [ComputeRateThrottle()] if self.action == "create" else super().get_throttles()
+        return [ComputeRateThrottle()] if self.action in ("create", "destroy") else super().get_throttles()
 
     def _get(self, request: Request, pk: str | None) -> BatchRun:
         with service_errors():

@@ -1,0 +1,72 @@
+"""The OpenAPI schema says what the server answers: error responses, bulk/'s plain list, JSON-only bodies, and a
+metrics 403 that reads as text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.renderers import OpenApiJsonRenderer
+from rest_framework.test import APIClient
+
+pytestmark = pytest.mark.django_db
+
+API = "/api/aspects/"
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    raw = SchemaGenerator().get_schema(request=None, public=True)
+    result: dict[str, Any] = json.loads(OpenApiJsonRenderer().render(raw))
+    return result
+
+
+def operation(document: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    result: dict[str, Any] = document["paths"][f"{API}{path}"][method]
+    return result
+
+
+def test_error_responses_are_documented(document: dict[str, Any]) -> None:
+    detail = operation(document, "charts/{id}/", "patch")["responses"]
+    assert {"400", "403", "404", "415", "429"} <= set(detail)
+    assert detail["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ValidationError")
+    assert detail["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    assert "Retry-After" in detail["429"]["headers"]
+    synastry = operation(document, "synastry/", "get")["responses"]
+    assert {"400", "403", "404", "429"} <= set(synastry)  # charts named in the query may be invisible
+    configuration = operation(document, "configuration/", "get")["responses"]
+    assert "400" not in configuration and "404" not in configuration
+    assert {"403", "429"} <= set(configuration)  # bad Basic credentials, and their throttle
+    metrics = operation(document, "metrics/", "get")["responses"]["403"]
+    assert set(metrics["content"]) == {"text/plain"}
+
+
+def test_bodies_are_json_only(document: dict[str, Any], alice_client: APIClient) -> None:
+    for path, methods in document["paths"].items():
+        for method, op in methods.items():
+            if "requestBody" in op:
+                assert set(op["requestBody"]["content"]) == {"application/json"}, (method, path)
+    body = {"name": "x", "position_input": json.dumps({"longitudes": [1.0, 2.0], "points": ["Sun", "Moon"]})}
+    response = alice_client.post(f"{API}charts/", body, format="multipart")
+    assert response.status_code == 415
+    assert "detail" in response.json()
+
+
+def test_bulk_answers_the_plain_list_the_schema_says(document: dict[str, Any], alice_client: APIClient) -> None:
+    created = operation(document, "charts/bulk/", "post")["responses"]["201"]["content"]["application/json"]
+    assert created["schema"]["type"] == "array"
+    assert "parameters" not in operation(document, "charts/bulk/", "post")  # the list's filters do not apply
+    body = {"charts": [{"name": "x", "position_input": {"longitudes": [10.0, 20.0], "points": ["Sun", "Moon"]}}]}
+    response = alice_client.post(f"{API}charts/bulk/", body, format="json")
+    assert response.status_code == 201
+    assert isinstance(response.json(), list)
+
+
+def test_metrics_refusal_reads_as_text() -> None:
+    response = APIClient().get(f"{API}metrics/")
+    assert response.status_code == 403
+    text = response.content.decode()
+    assert "ErrorDetail" not in text and "{" not in text
+    assert text.strip() == "Authentication credentials were not provided."
