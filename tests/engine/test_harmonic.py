@@ -182,7 +182,9 @@ def test_top_k_equals_brute_force_under_every_backend_and_plan(
             np.arange(len(lon_a)) if exclude else None
         ))  # fmt: skip
         assert top.indices.tolist() == indices, label
-        assert top.scores.tolist() == values, label
+        # BLAS sums in an order that depends on the block shape; scores are rounded to 2**-30, so two plans can
+        # land one rounding step apart near a boundary (docs/harmonic.md), never more.
+        np.testing.assert_allclose(top.scores, values, rtol=0, atol=2.0**-29, err_msg=label)
 
 
 def _brute_top_k(scores: npt.NDArray[np.float64], k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
