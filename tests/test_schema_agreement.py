@@ -70,3 +70,9 @@ def test_metrics_refusal_reads_as_text() -> None:
     text = response.content.decode()
     assert "ErrorDetail" not in text and "{" not in text
     assert text.strip() == "Authentication credentials were not provided."
+
+
+def test_matches_query_bounds_and_methods_match_the_server(document: dict[str, Any]) -> None:
+    parameters = {p["name"]: p["schema"] for p in operation(document, "charts/{id}/matches/", "get")["parameters"]}
+    assert parameters["k"]["minimum"] == 1 and parameters["k"]["maximum"] == 100  # k=0 is a 400
+    assert set(parameters["method"]["enum"]) == {"discepolo", "weighted", "harmonic"}

@@ -223,8 +223,11 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("k", int, description="Number of partners (1–100, default 10)."),
-            OpenApiParameter("method", str, enum=["discepolo", "weighted"]),
+            # The query serializer's bounds and choices, so the schema refuses what the server refuses (k=0).
+            OpenApiParameter(
+                "k", {"type": "integer", "minimum": 1, "maximum": s.MAX_K}, description="Number of partners."
+            ),
+            OpenApiParameter("method", str, enum=list(s.SCORE_METHODS)),
             OpenApiParameter("orbs", str, description="Orb preset for the weighted score: default or all."),
             OpenApiParameter("stored", bool, description="1: read the list a batch top-k run stored (no compute)."),
             OpenApiParameter("run", int, description="With stored=1: that job's list (404 if not yours)."),
