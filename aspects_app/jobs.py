@@ -386,6 +386,8 @@ def describe(run: BatchRun) -> dict[str, Any]:
         "pairs_computed": run.pairs_computed,
         "hits": run.hits,
         "rows_written": run.rows_written,
+        # Charts of another point set than the run's are left out, not an error; say how many.
+        "skipped_charts": len(run.parameters.get("skipped", {}).get("charts", [])),
         "backend": run.backend,
         "backend_note": run.backend_note,
         "error": run.error,

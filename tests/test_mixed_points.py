@@ -42,6 +42,7 @@ def test_a_natal_run_skips_the_odd_chart_and_counts_it(mixed: tuple[list[Any], A
     assert run.parameters["skipped"] == {"points": list(PLANETS), "charts": [odd.pk]}
     assert f"1 charts skipped: other points than the run's {list(PLANETS)}" in out
     assert run.progress_done == run.progress_total == len(charts)
+    assert jobs.describe(run)["skipped_charts"] == 1  # what GET jobs/{id}/ shows
 
 
 def test_pairwise_modes_run_within_the_charts_of_the_run_s_points(mixed: tuple[list[Any], Any]) -> None:

@@ -484,6 +484,7 @@ class JobSerializer(serializers.Serializer[Any]):
     pairs_computed = serializers.IntegerField()
     hits = serializers.IntegerField()
     rows_written = serializers.IntegerField()
+    skipped_charts = serializers.IntegerField(help_text="Charts left out: another point set than the run's.")
     backend = serializers.CharField()
     backend_note = serializers.CharField(help_text="Why the backend used is not the one asked for, if it is not.")
     error = serializers.CharField()
