@@ -76,3 +76,21 @@ def test_matches_query_bounds_and_methods_match_the_server(document: dict[str, A
     parameters = {p["name"]: p["schema"] for p in operation(document, "charts/{id}/matches/", "get")["parameters"]}
     assert parameters["k"]["minimum"] == 1 and parameters["k"]["maximum"] == 100  # k=0 is a 400
     assert set(parameters["method"]["enum"]) == {"discepolo", "weighted", "harmonic"}
+
+
+def test_an_unknown_path_under_the_prefix_is_a_json_404() -> None:
+    client = APIClient()
+    for path in ("jobs/2.5e-181/", "charts/1.5/natal/", "no-such-thing/"):
+        response = client.delete(f"{API}{path}") if path.startswith("jobs") else client.get(f"{API}{path}")
+        assert response.status_code == 404, path
+        assert response["Content-Type"] == "application/json", path
+        assert response.json() == {"detail": "Not found."}
+
+
+def test_list_filters_pages_and_throttle_answers_are_documented_as_served(document: dict[str, Any]) -> None:
+    listing = operation(document, "charts/", "get")
+    parameters = {p["name"]: p["schema"] for p in listing["parameters"]}
+    assert parameters["mine"]["type"] == "boolean"  # the server refuses anything but true/false/1/0
+    assert "404" in listing["responses"]  # page past the end: DRF's "Invalid page."
+    quota = document["components"]["schemas"]["QuotaError"]
+    assert "limit" not in quota.get("required", [])  # a failed-login 429 on POST jobs/ carries only detail

@@ -100,7 +100,9 @@ class AutoSchema(openapi.AutoSchema):
         codes.append("403")
         in_path = any(p.get("in") == "path" for p in parameters)
         body_fields = self._body_fields() if takes_body else set()
-        if in_path or (query | body_fields) & CHART_REFERENCE_FIELDS:
+        # A paginated list answers 404 for a page past the end (DRF's "Invalid page.").
+        paginated = self._is_list_view() and getattr(self.view, "pagination_class", None) is not None
+        if in_path or paginated or (query | body_fields) & CHART_REFERENCE_FIELDS:
             codes.append("404")
         if takes_body:
             codes.append("415")

@@ -576,8 +576,9 @@ class QuotaErrorSerializer(serializers.Serializer[Any]):
 
     charts = serializers.ListField(child=serializers.CharField(), required=False)
     detail = serializers.CharField(required=False)
-    limit = serializers.CharField(help_text="The ASPECTS key, e.g. MAX_JOB_PAIRS.")
-    maximum = serializers.IntegerField()
+    # Absent from a 429 for failed logins, which the same operation can answer.
+    limit = serializers.CharField(required=False, help_text="The ASPECTS key, e.g. MAX_JOB_PAIRS.")
+    maximum = serializers.IntegerField(required=False)
 
 
 class JobResultsSerializer(JobSerializer):

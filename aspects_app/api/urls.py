@@ -1,6 +1,6 @@
 """Include under a prefix of the host's choosing, e.g. ``path("api/aspects/", include("aspects_app.api.urls"))``."""
 
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -22,4 +22,6 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="aspects_api:schema"), name="docs"),
     *router.urls,
+    # Last: unknown paths get the API's JSON 404; those without a slash still get APPEND_SLASH's redirect first.
+    re_path(r"^.*/$", views.not_found, name="not-found"),
 ]

@@ -13,7 +13,14 @@ from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.urls import reverse
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -25,6 +32,7 @@ from rest_framework.views import APIView
 
 from .. import jobs, services
 from ..engine.errors import FieldError
+from ..engine.scoring import SCORE_METHODS
 from ..models import BatchRun, Chart
 from . import serializers as s
 from .exceptions import BrokerUnavailable, JobsUnavailable, JobTooLarge, TooManyJobs
@@ -112,6 +120,7 @@ class StrictBooleanField(forms.NullBooleanField):
         pass
 
 
+@extend_schema_field(OpenApiTypes.BOOL)  # a method filter (``mine``) is otherwise documented as a string
 class StrictBooleanFilter(filters.BooleanFilter):
     field_class = StrictBooleanField
 
@@ -227,7 +236,7 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
             OpenApiParameter(
                 "k", {"type": "integer", "minimum": 1, "maximum": s.MAX_K}, description="Number of partners."
             ),
-            OpenApiParameter("method", str, enum=list(s.SCORE_METHODS)),
+            OpenApiParameter("method", str, enum=list(SCORE_METHODS)),
             OpenApiParameter("orbs", str, description="Orb preset for the weighted score: default or all."),
             OpenApiParameter("stored", bool, description="1: read the list a batch top-k run stored (no compute)."),
             OpenApiParameter("run", int, description="With stored=1: that job's list (404 if not yours)."),
@@ -509,3 +518,9 @@ class JobViewSet(viewsets.ViewSet):
         run = self._get(request, pk)
         jobs.cancel(run)
         return Response(self._body(request, run), status=status.HTTP_202_ACCEPTED)
+
+
+def not_found(request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Any other path under the app's prefix that ends in a slash: a JSON 404 like the API's own (Django's would
+    be an HTML page; ``jobs/1.5/`` does not match the router's id pattern)."""
+    return HttpResponse(b'{"detail":"Not found."}', status=status.HTTP_404_NOT_FOUND, content_type="application/json")
