@@ -78,8 +78,10 @@ def test_matches_query_bounds_and_methods_match_the_server(document: dict[str, A
     assert set(parameters["method"]["enum"]) == {"discepolo", "weighted", "harmonic"}
 
 
-def test_an_unknown_path_under_the_prefix_is_a_json_404() -> None:
-    client = APIClient()
+def test_an_unknown_path_under_the_prefix_is_a_json_404(settings: Any) -> None:
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]  # as hosts have
+    client = APIClient(enforce_csrf_checks=True)
+    client.cookies["sessionid"] = "x"  # a browser's cookie must not turn it into CSRF's HTML 403
     for path in ("jobs/2.5e-181/", "charts/1.5/natal/", "no-such-thing/"):
         response = client.delete(f"{API}{path}") if path.startswith("jobs") else client.get(f"{API}{path}")
         assert response.status_code == 404, path
@@ -91,6 +93,7 @@ def test_list_filters_pages_and_throttle_answers_are_documented_as_served(docume
     listing = operation(document, "charts/", "get")
     parameters = {p["name"]: p["schema"] for p in listing["parameters"]}
     assert parameters["mine"]["type"] == "boolean"  # the server refuses anything but true/false/1/0
+    assert parameters["updated_after"] == {"type": "string", "format": "date-time"}
     assert "404" in listing["responses"]  # page past the end: DRF's "Invalid page."
     quota = document["components"]["schemas"]["QuotaError"]
     assert "limit" not in quota.get("required", [])  # a failed-login 429 on POST jobs/ carries only detail
