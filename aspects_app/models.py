@@ -268,3 +268,39 @@ class BatchBlock(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} {self.mode} [{self.start}, {self.stop})"
+
+
+class TransitEvent(models.Model):
+    """One exact pass of a transiting body over a natal point's aspect target, precomputed by a batch run for
+    hosts that build calendars and notifications from stored rows.
+
+    ``config_hash`` names the aspects and orbs it was found with (orbs decide ``starts``/``ends``). The unique
+    constraint leads with (chart, exact), so it is also the index of "events of these charts between two moments",
+    and a block written twice (a resumed run) cannot add a second copy.
+    """
+
+    chart = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="transit_events")
+    point = models.CharField(max_length=32, help_text="The natal point (e.g. Venus).")
+    body = models.CharField(max_length=32, help_text="The transiting body (e.g. Mars).")
+    aspect = models.CharField(max_length=16)
+    exact = models.DateTimeField(help_text="When the body stands exactly at natal point ± aspect angle (UTC).")
+    starts = models.DateTimeField(
+        null=True, blank=True, help_text="When this pass enters the orb; null outside the run's range."
+    )
+    ends = models.DateTimeField(
+        null=True, blank=True, help_text="When this pass leaves the orb; null outside the run's range."
+    )
+    retrograde = models.BooleanField(default=False, help_text="The body's direction at the exact moment.")
+    config_hash = models.CharField(max_length=32)
+    run = models.ForeignKey(BatchRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["chart", "exact", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chart", "exact", "body", "point", "aspect", "config_hash"], name="transit_event_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chart_id}: {self.body} {self.aspect} {self.point} at {self.exact:%Y-%m-%d %H:%M}"
