@@ -29,6 +29,15 @@ from .kernels import HitKernel
 from .memory import MemoryBudget
 from .monitor import VectorizedPerformanceMonitor
 from .path import ExecutionPath, FloatArray
+from .patterns import (
+    DEFAULT_STELLIUM_MIN_POINTS,
+    ChartPatterns,
+    PatternSearch,
+    StelliumRule,
+    bytes_per_chart,
+    natal_search,
+    synastry_search,
+)
 from .pool import ArrayPool
 from .scoring import SCORE_METHODS, score_dtype
 from .topk import TopK
@@ -43,6 +52,7 @@ logger = logging.getLogger("aspects_app.engine")
 OPERATIONS: tuple[str, ...] = ("synastry", "natal", "scores", "top_k")
 # Out of device memory, a chunk is halved and retried this many times before the work moves to the CPU.
 MAX_OOM_RETRIES = 8
+_HOST = Backend("numpy", np)  # plans work that runs on the host whatever the backend (pattern search)
 
 
 def _recovering(method: F) -> F:
@@ -207,6 +217,52 @@ class MemoryOptimizedVectorizedCalculator:
             lambda plan, reduce: self._driver.run(plan, "transits", reduce),
             natal, track, self.config, names, backend.name,
         )  # fmt: skip
+
+    def patterns(
+        self,
+        lon: Any,
+        points: Sequence[str] | None = None,
+        stellium_span: float | None = None,
+        stellium_min_points: int = DEFAULT_STELLIUM_MIN_POINTS,
+    ) -> ChartPatterns:
+        """Aspect patterns of every chart of ``lon`` (N, P) from its natal aspects under this calculator's orbs:
+        grand trines, T-squares, grand crosses, yods, kites, mystic rectangles and stellia (in one sign when
+        ``stellium_span`` is None, else within that many degrees). See :mod:`aspects_app.engine.patterns`."""
+        a = validation.longitudes("lon", lon)
+        names = self._points(points, a.shape[1])
+        StelliumRule.make(stellium_span, stellium_min_points)  # bad options fail before any aspect is computed
+        search = natal_search(self.natal(a, points=names), a, stellium_span, stellium_min_points)
+        return self._run_pattern_search(search)
+
+    def synastry_patterns(
+        self,
+        lon_a: Any,
+        lon_b: Any,
+        points: Sequence[str] | None = None,
+        stellium_span: float | None = None,
+        stellium_min_points: int = DEFAULT_STELLIUM_MIN_POINTS,
+    ) -> ChartPatterns:
+        """Aspect patterns of the combined points of each pair (``lon_a[n]``, ``lon_b[n]``), from both charts'
+        natal aspects and the pair's synastry aspects, keeping those with points of both charts (``i`` is the
+        pair; member ``q >= P`` is b's point ``q - P``)."""
+        a = validation.longitudes("lon_a", lon_a)
+        b = validation.longitudes("lon_b", lon_b)
+        validation.same_points("lon_a", a, "lon_b", b)
+        if a.shape[0] != b.shape[0]:
+            raise FieldError("lon_b", f"{b.shape[0]} charts but lon_a has {a.shape[0]}; pairs need equal counts")
+        names = self._points(points, a.shape[1])
+        StelliumRule.make(stellium_span, stellium_min_points)
+        natal_a, natal_b = self.natal(a, points=names), self.natal(b, points=names)
+        cross = self.paired_synastry(a, b, points=names)
+        search = synastry_search(natal_a, natal_b, cross, a, b, stellium_span, stellium_min_points)
+        return self._run_pattern_search(search)
+
+    def _run_pattern_search(self, search: PatternSearch) -> ChartPatterns:
+        """The search runs on the host over the hits (a few bytes per chart), in chunks under the budget."""
+        per_chart = bytes_per_chart(search.lon.shape[1])
+        plan = self._budget.plan(search.num_charts, 1, per_chart, _HOST)
+        self._driver.run(plan, "patterns", search.chunk)
+        return search.result()
 
     def calculate_large_batch_aspects(
         self, chart_pairs: Sequence[tuple[Any, Any]], points: Sequence[str] | None = None
