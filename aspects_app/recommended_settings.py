@@ -13,7 +13,8 @@ REST_FRAMEWORK = {
     # drf-spectacular's, documenting the error answers (400, 401/403, 404, 415, 429) of each operation.
     "DEFAULT_SCHEMA_CLASS": "aspects_app.api.schema.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # DRF's, with a session cookie holding a NUL (a 500 on PostgreSQL) treated as no session.
+        "aspects_app.api.authentication.SessionAuthentication",
         # DRF's, refusing credentials no account can have (a NUL byte, say) before they reach the database, and
         # answering 429 without hashing once an address or a username has failed THROTTLE_FAILED_LOGINS times.
         "aspects_app.api.authentication.BasicAuthentication",

@@ -5,6 +5,7 @@ visibility rules views need. Views and commands call these functions; batch runs
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -632,6 +633,10 @@ def _number(value: float | int) -> float | int:
     return value if isinstance(value, int) else round(float(value), 6)
 
 
+# A budget that holds one chart pair of any size the API allows (255 points: a few MiB): 1 TiB.
+ESTIMATE_PROBE_BUDGET_MB = 2.0**20
+
+
 def estimate(
     num_charts1: int,
     num_charts2: int | None,
@@ -640,12 +645,29 @@ def estimate(
     method: str,
     working_memory_mb: float | None = None,
 ) -> dict[str, Any]:
-    """The engine's memory plan (default budget: the settings'); errors name the engine's argument, which the API
-    names the same way."""
+    """The engine's memory plan (default budget: the settings'), with ``fits`` and ``minimum_working_memory_mb``
+    (the budget that holds one chart pair). A budget under that minimum is reported, not refused (the question
+    is whether it fits, and each field alone is valid): ``fits`` is false and the plan is the one at the
+    minimum. Other errors name the engine's argument, which the API names the same way."""
     settings = get_config()
     budget = settings.working_memory_mb if working_memory_mb is None else working_memory_mb
-    calc = MemoryOptimizedVectorizedCalculator(backend=settings.backend, working_memory_mb=budget)
-    return calc.estimate_memory_usage(num_charts1, num_charts2, num_planets, operation=operation, method=method)
+
+    def plan_with(budget_mb: float) -> dict[str, Any]:
+        calc = MemoryOptimizedVectorizedCalculator(backend=settings.backend, working_memory_mb=budget_mb)
+        return calc.estimate_memory_usage(num_charts1, num_charts2, num_planets, operation=operation, method=method)
+
+    try:
+        plan = plan_with(budget)
+        fits = True
+    except FieldError as exc:
+        if exc.field != "working_memory_mb":
+            raise
+        # Planning allocates nothing, so any budget can be asked; one that holds a pair tells a pair's bytes.
+        pair_bytes = plan_with(ESTIMATE_PROBE_BUDGET_MB)["bytes_per_chart_pair"]
+        plan = plan_with((math.ceil(pair_bytes) + 1) / 2**20)  # + 1 byte: the budget's MiB round to bytes
+        plan["working_memory_mb"] = budget
+        fits = False
+    return {**plan, "fits": fits, "minimum_working_memory_mb": plan["bytes_per_chart_pair"] / 2**20}
 
 
 def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int = 2000) -> dict[str, int]:

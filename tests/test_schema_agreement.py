@@ -97,3 +97,33 @@ def test_list_filters_pages_and_throttle_answers_are_documented_as_served(docume
     assert "404" in listing["responses"]  # page past the end: DRF's "Invalid page."
     quota = document["components"]["schemas"]["QuotaError"]
     assert "limit" not in quota.get("required", [])  # a failed-login 429 on POST jobs/ carries only detail
+
+
+def test_an_empty_updated_after_is_a_400_naming_it(alice_client: APIClient) -> None:
+    """The schema says date-time; django-filter read ``updated_after=`` as "no filter" and listed every chart."""
+    response = alice_client.get(f"{API}charts/?updated_after=")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["updated_after"]
+    assert alice_client.get(f"{API}charts/?updated_after=2020-01-01T00:00:00Z").status_code == 200
+
+
+def test_a_budget_too_small_for_one_pair_is_reported_not_refused(
+    document: dict[str, Any], anon_client: APIClient
+) -> None:
+    """Each field alone is valid, so the answer is a plan saying it does not fit (a 400 for a valid body is what
+    schemathesis' positive_data_acceptance flags), and the smallest budget that does."""
+    body = {"num_charts1": 10, "num_charts2": 10, "num_planets": 255, "working_memory_mb": 1}
+    response = anon_client.post(f"{API}estimate/", body, format="json")
+    assert response.status_code == 200, response.content
+    plan = response.json()
+    assert plan["fits"] is False
+    assert plan["working_memory_mb"] == 1
+    assert plan["minimum_working_memory_mb"] > 1
+    at_minimum = anon_client.post(
+        f"{API}estimate/", {**body, "working_memory_mb": plan["minimum_working_memory_mb"] + 0.01}, format="json"
+    ).json()
+    assert at_minimum["fits"] is True
+    assert at_minimum["chunks"] == plan["chunks"]  # the plan shown was the one at the minimum
+    assert {"fits", "minimum_working_memory_mb"} <= set(
+        document["components"]["schemas"]["EstimateResponse"]["required"]
+    )

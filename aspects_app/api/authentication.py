@@ -11,6 +11,10 @@ bogus credentials took a server from 1,088 to 9.6 requests a second. Failed logi
 client address and per username (``THROTTLE_FAILED_LOGINS``, in the shared ``THROTTLE_ALIAS``); past the limit
 an attempt answers 429 with ``Retry-After`` before anything is hashed, so bad credentials cost a bounded number
 of hashes per address, and per username, in each window.
+
+A session cookie goes to the database the same way (the session row is looked up by the cookie's value): one
+with a NUL made every endpoint a 500 on PostgreSQL. ``SessionAuthentication`` treats a cookie no session can
+have as no session, and the response deletes it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import unicodedata
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from drf_spectacular.authentication import BasicScheme
+from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.authentication import BasicScheme, SessionScheme
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -82,7 +87,29 @@ def _failed_logins(userid: str, request: Request | None) -> tuple[WindowCounter 
     return counter, idents
 
 
+class SessionAuthentication(authentication.SessionAuthentication):
+    """DRF's session authentication, with a session cookie holding a control character (NUL, which PostgreSQL
+    refuses in text) treated as no session: the request is anonymous, and the session middleware deletes the
+    cookie from the client since the session it ends with is empty. No session engine makes such keys."""
+
+    def authenticate(self, request: Request) -> tuple[Any, None] | None:
+        django_request = request._request
+        session = getattr(django_request, "session", None)
+        # ``session_key`` is the cookie's value as given; reading it loads nothing from the database.
+        key = getattr(session, "session_key", None)
+        if session is not None and isinstance(key, str) and _has_control_character(key):
+            django_request.session = type(session)()
+            django_request.user = AnonymousUser()
+        return super().authenticate(request)
+
+
 class BasicAuthenticationScheme(BasicScheme):  # type: ignore[no-untyped-call]  # drf-spectacular is untyped
     """The same ``basicAuth`` security scheme in the OpenAPI document as DRF's class gets."""
 
     target_class = "aspects_app.api.authentication.BasicAuthentication"
+
+
+class SessionAuthenticationScheme(SessionScheme):  # type: ignore[no-untyped-call]  # drf-spectacular is untyped
+    """The same ``cookieAuth`` security scheme in the OpenAPI document as DRF's class gets."""
+
+    target_class = "aspects_app.api.authentication.SessionAuthentication"

@@ -449,6 +449,10 @@ class EstimateResponseSerializer(serializers.Serializer[Any]):
     memory_savings_percent = serializers.FloatField()
     result_bytes = serializers.IntegerField()
     expected_hit_fraction = serializers.FloatField(allow_null=True)
+    fits = serializers.BooleanField(
+        help_text="Whether working_memory_mb holds one chart pair; when false the plan is the one at the minimum."
+    )
+    minimum_working_memory_mb = serializers.FloatField(help_text="The budget (MiB) that holds one chart pair.")
 
 
 class ConfigurationSerializer(serializers.Serializer[Any]):

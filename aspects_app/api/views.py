@@ -14,6 +14,7 @@ from django.http import HttpResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -131,9 +132,21 @@ class StrictBooleanFilter(filters.BooleanFilter):
         super().__init__(*args, **kwargs)
 
 
+class StrictIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time, as the schema says: given empty (``updated_after=``) it is an error, where
+    django-filter reads it as "no filter"; so is a control character (CPython's ``fromisoformat`` stops at a NUL,
+    so ``2020-01-01T00:00:00\\x00`` parsed)."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        if value is not None and (not str(value).strip() or any(ord(c) < 32 or ord(c) == 127 for c in str(value))):
+            raise forms.ValidationError("must be an ISO 8601 date-time, e.g. 2024-05-01T00:00:00Z", code="invalid")
+        parsed: datetime | None = super().to_python(value)
+        return parsed
+
+
 @extend_schema_field(OpenApiTypes.DATETIME)  # a method filter is otherwise documented as any string
 class IsoDateTimeQueryFilter(filters.IsoDateTimeFilter):
-    pass
+    field_class = StrictIsoDateTimeField
 
 
 class ChartFilter(filters.FilterSet):
