@@ -40,9 +40,19 @@ from skyfield.nutationlib import iau2000b, mean_obliquity
 from aspects_app.engine.aspects import STANDARD_POINTS
 from aspects_app.engine.errors import FieldError
 from aspects_app.engine.transits import TransitTrack
+from aspects_app.houses import HouseCusps, check_system, houses_from_armc
 from aspects_app.sky_track import build_transit_track
 
-__all__ = ["SPEED_STEP_DAYS", "Positions", "compute_positions", "local_to_utc", "supported_range", "transit_track"]
+__all__ = [
+    "SPEED_STEP_DAYS",
+    "HouseCusps",
+    "Positions",
+    "compute_houses",
+    "compute_positions",
+    "local_to_utc",
+    "supported_range",
+    "transit_track",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -287,15 +297,29 @@ def _soften_solar_deflection(xyz: FloatArray, sun: FloatArray, t: Any, earth: An
     return out
 
 
+def _times(jd_ut: FloatArray) -> tuple[Any, FloatArray, FloatArray]:
+    """Skyfield times for UT1 Julian dates, with their nutation (d_psi, d_eps in tenths of a micro-arcsecond)."""
+    t = _sky().timescale.ut1_jd(jd_ut)
+    d_psi, d_eps = iau2000b(t.tt)
+    # Skyfield's documented-in-source hook for a cheaper nutation: its ecliptic frame and GAST then use 2000B.
+    t._nutation_angles = (d_psi, d_eps)
+    return t, d_psi, d_eps
+
+
+def _armc_and_obliquity(t: Any, d_eps: FloatArray, lon: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The local apparent sidereal angle (ARMC = GAST·15 + east longitude) and the true obliquity, degrees: what
+    the Ascendant, the Midheaven and every house cusp are built on (as swe_houses: sidtime0 with true obliquity)."""
+    armc = _norm360(np.asarray(t.gast, dtype=np.float64) * 15.0 + lon)
+    obliquity = mean_obliquity(t.tdb) / 3600.0 + d_eps * _TENTH_MICROARCSEC_TO_DEG
+    return armc, np.asarray(obliquity, dtype=np.float64)
+
+
 def _compute_chunk(
     jd_ut: FloatArray, lat: FloatArray, lon: FloatArray, names: tuple[str, ...]
 ) -> tuple[FloatArray, FloatArray]:
     sky = _sky()
     n = jd_ut.shape[0]
-    t = sky.timescale.ut1_jd(np.concatenate((jd_ut - SPEED_STEP_DAYS, jd_ut, jd_ut + SPEED_STEP_DAYS)))
-    d_psi, d_eps = iau2000b(t.tt)  # tenths of a micro-arcsecond
-    # Skyfield's documented-in-source hook for a cheaper nutation: its ecliptic frame and GAST then use 2000B.
-    t._nutation_angles = (d_psi, d_eps)
+    t, d_psi, d_eps = _times(np.concatenate((jd_ut - SPEED_STEP_DAYS, jd_ut, jd_ut + SPEED_STEP_DAYS)))
 
     series: dict[str, FloatArray] = {}
     planets = [name for name in names if name in _BODIES]
@@ -321,8 +345,8 @@ def _compute_chunk(
 
     ascendant_flip: NDArray[np.bool_] | None = None
     if any(name in _ANGLES for name in names):
-        ramc = np.radians(t.gast * 15.0 + np.tile(lon, 3))
-        eps = np.radians(mean_obliquity(t.tdb) / 3600.0 + d_eps * _TENTH_MICROARCSEC_TO_DEG)
+        armc, obliquity = _armc_and_obliquity(t, d_eps, np.tile(lon, 3))
+        ramc, eps = np.radians(armc), np.radians(obliquity)
         sin_ramc, cos_ramc = np.sin(ramc), np.cos(ramc)
         mc = np.degrees(np.arctan2(sin_ramc, cos_ramc * np.cos(eps)))
         tan_lat = np.tan(np.radians(np.tile(lat, 3)))
@@ -340,6 +364,23 @@ def _compute_chunk(
         column = names.index("Ascendant")
         longitudes[:, column] = _norm360(longitudes[:, column] + np.where(ascendant_flip, 180.0, 0.0))
     return longitudes, speeds
+
+
+def _julian_days_ut(microseconds: NDArray[np.int64]) -> FloatArray:
+    """UT Julian dates of instants given as Unix microseconds; FieldError for one outside :func:`supported_range`."""
+    jd_ut = _UNIX_EPOCH_JD + microseconds / _MICROSECONDS_PER_DAY
+    sky = _sky()
+    outside = (jd_ut < sky.first_jd) | (jd_ut > sky.last_jd)
+    if outside.any():
+        i = int(np.argmax(outside))
+        first, last = supported_range()
+        raise FieldError(
+            "datetimes_utc",
+            f"{_jd_to_datetime(float(jd_ut[i])).isoformat(timespec='seconds')} at index {i} "
+            f"is outside the ephemeris' range {first.isoformat(timespec='seconds')} to "
+            f"{last.isoformat(timespec='seconds')} (DE421)",
+        )
+    return np.asarray(jd_ut, dtype=np.float64)
 
 
 def compute_positions(
@@ -365,18 +406,7 @@ def compute_positions(
     longitudes = np.empty((n, len(names)))
     speeds = np.empty((n, len(names)))
     if n and names:
-        jd_ut = _UNIX_EPOCH_JD + microseconds / _MICROSECONDS_PER_DAY
-        sky = _sky()
-        outside = (jd_ut < sky.first_jd) | (jd_ut > sky.last_jd)
-        if outside.any():
-            i = int(np.argmax(outside))
-            first, last = supported_range()
-            raise FieldError(
-                "datetimes_utc",
-                f"{_jd_to_datetime(float(jd_ut[i])).isoformat(timespec='seconds')} at index {i} "
-                f"is outside the ephemeris' range {first.isoformat(timespec='seconds')} to "
-                f"{last.isoformat(timespec='seconds')} (DE421)",
-            )
+        jd_ut = _julian_days_ut(microseconds)
         for start in range(0, n, _CHUNK):
             stop = min(start + _CHUNK, n)
             longitudes[start:stop], speeds[start:stop] = _compute_chunk(
@@ -385,6 +415,32 @@ def compute_positions(
     longitudes.setflags(write=False)
     speeds.setflags(write=False)
     return Positions(longitudes=longitudes, speeds=speeds, points=names)
+
+
+def compute_houses(
+    datetimes_utc: Sequence[datetime] | NDArray[np.datetime64] | datetime | np.datetime64,
+    lat: ArrayLike,
+    lon: ArrayLike,
+    system: str = "placidus",
+) -> HouseCusps:
+    """House cusps of ``system`` (one of :data:`aspects_app.houses.HOUSE_SYSTEMS`) for N charts.
+
+    Arguments as :func:`compute_positions`. The cusps rest on the same apparent sidereal time and true obliquity as
+    its Ascendant and Midheaven; the systems, their polar conventions and the Porphyry fallback are described in
+    :mod:`aspects_app.houses` and ``docs/houses.md``. Raises ValueError, naming the argument, for an unknown system,
+    naive datetimes, instants outside :func:`supported_range`, coordinates that are not finite or out of range and
+    mismatched lengths.
+    """
+    system = check_system(system)
+    microseconds = _unix_microseconds(datetimes_utc)
+    n = microseconds.shape[0]
+    latitudes = _coordinates("lat", lat, n, 90.0)
+    longitudes_geo = _coordinates("lon", lon, n, 180.0)
+    if n == 0:
+        return houses_from_armc(np.empty(0), latitudes, np.empty(0), system)
+    t, _, d_eps = _times(_julian_days_ut(microseconds))
+    armc, obliquity = _armc_and_obliquity(t, d_eps, longitudes_geo)
+    return houses_from_armc(armc, latitudes, obliquity, system)
 
 
 # -- local birth times ------------------------------------------------------------------------------------------
