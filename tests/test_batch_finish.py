@@ -279,6 +279,41 @@ def test_resume_refuses_a_finished_file_that_is_gone_rather_than_writing_an_empt
     assert last_run().status == BatchRun.Status.FAILED
 
 
+def after_first_block_recorded(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """The first block (16 of 40 rows) is written, flushed and recorded; the run is mid-mode."""
+    real = batch.BatchJob._save_state
+    first = _once(lambda job: 0 < job.state.next_row < CHARTS)
+
+    def save(self: batch.BatchJob) -> None:
+        real(self)
+        if first(self):
+            raise SimulatedCrash("after the first block is recorded")
+
+    monkeypatch.setattr(batch.BatchJob, "_save_state", save)
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "csv", "npz"])
+def test_resume_refuses_a_partial_file_gone_mid_run_rather_than_restarting_it_empty(
+    charts: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, file_format: str
+) -> None:
+    """The partial held the recorded blocks' rows: a new empty one would lose them (a file missing its first
+    block, an .npz with zero scores there) under a run reported done. The error names the file and the way out."""
+    path = tmp_path / f"out.{file_format}"
+    with monkeypatch.context() as patch:
+        after_first_block_recorded(patch, path)
+        with pytest.raises(SimulatedCrash):
+            run_command("--mode", MODE_OF[file_format], "--output", str(path), *SMALL_BLOCKS, *QUIET)
+    (partial,) = (p for p in tmp_path.iterdir() if ".partial" in p.name)
+    partial.unlink()  # removed meanwhile (a cleaner, another disk): the recorded rows are gone with it
+    run = last_run()
+    with pytest.raises(CommandError, match=rf"{partial.name} is gone.*start a new run"):
+        run_command("--resume", str(run.pk), "--no-progress")
+    assert not path.exists()
+    assert leftovers(tmp_path) == []  # no empty partial started
+    run.refresh_from_db()
+    assert run.status == BatchRun.Status.FAILED
+
+
 @pytest.mark.parametrize("step", ["state-recorded", "mode-recorded"])
 def test_a_multi_mode_run_crashed_between_modes_resumes_with_the_next_mode(
     charts: None, monkeypatch: pytest.MonkeyPatch, step: str
@@ -317,7 +352,7 @@ call_command("compute_aspects", *sys.argv[2:])
 """
 
 
-@pytest.mark.parametrize("file_format", ["jsonl", "npz"])
+@pytest.mark.parametrize("file_format", ["jsonl", "csv", "npz"])
 def test_a_process_killed_right_after_the_rename_resumes_without_touching_the_file(
     charts: None, tmp_path: Path, file_format: str
 ) -> None:

@@ -305,7 +305,9 @@ class BatchJob(Computation):
             # empty partial file and rename it over the finished one.
             finish_output(self.spec, a, b, self.state.file_bytes)
             return
-        writer = open_writer(self.spec, mode, a, b, self.state.file_bytes, self.config.config_hash(), self.run.pk)
+        writer = open_writer(
+            self.spec, mode, a, b, self.state.file_bytes, self.config.config_hash(), self.run.pk, self.state.next_row
+        )
         try:
             for rows in self._blocks(mode, a, b):
                 # Database output: the block's rows and the run's progress commit together.

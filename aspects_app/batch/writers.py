@@ -2,7 +2,9 @@
 or a dense ``.npz`` score matrix. File writers write to a partial file that is renamed into place when the mode
 completes, and report their length after each block so that a resumed run cuts off what an interrupted block
 wrote. Putting a complete file in place (:func:`finish_output`) can be repeated after a crash at any of its steps:
-it never opens the output for writing, so it cannot truncate a finished file or start an empty one."""
+it never opens the output for writing, so it cannot truncate a finished file or start an empty one. Nor does a
+resumed mode whose partial file is gone: that file held the recorded blocks' rows, and a new empty one would
+lose them under a run reported done (:func:`missing_partial`)."""
 
 from __future__ import annotations
 
@@ -131,6 +133,8 @@ class FileWriter(Writer):
         self.format = spec.file_format
         self.mode = mode
         exists = self.partial.exists()
+        if not exists and resume_bytes > 0:
+            raise missing_partial(self.partial, mode)
         self.handle = open(self.partial, "r+b" if exists else "wb")  # noqa: SIM115 - closed in close()/abort()
         # Resuming: cut whatever the interrupted block wrote after the last recorded length.
         self.handle.truncate(resume_bytes if exists else 0)
@@ -212,7 +216,8 @@ class FileWriter(Writer):
 class NpzWriter(Writer):
     """Dense scores into a memory-mapped ``PATH.partial.npy``, compressed into PATH (.npz) when complete."""
 
-    def __init__(self, spec: JobSpec, a: Population, b: Population) -> None:
+    def __init__(self, spec: JobSpec, a: Population, b: Population, recorded_rows: int = 0) -> None:
+        """``recorded_rows``: the rows of A whose scores a resumed run recorded as written to the partial."""
         self.spec, self.a, self.b = spec, a, b
         self.path = Path(spec.output)
         self.partial = _npz_partial(self.path)
@@ -220,6 +225,8 @@ class NpzWriter(Writer):
         self.matrix: np.memmap[Any, Any]
         if self.partial.exists():
             self.matrix = _load_partial_matrix(self.partial, spec, a, b, "r+")
+        elif recorded_rows > 0:
+            raise missing_partial(self.partial, "scores")
         else:
             self.matrix = np.lib.format.open_memmap(self.partial, mode="w+", dtype=dtype, shape=shape)
 
@@ -265,6 +272,14 @@ class NpzWriter(Writer):
     def abort(self) -> None:
         if hasattr(self, "matrix"):  # gone once close() has handed the matrix to finish()
             self.matrix.flush()
+
+
+def missing_partial(partial: Path, mode: str) -> BatchError:
+    """The error of a resumed mode whose partial file, holding the rows already recorded, is gone."""
+    return BatchError(
+        f"--resume: {partial} is gone, and with it the rows of {mode} this run recorded as written; it cannot "
+        "be resumed: start a new run with the same options (compute_aspects without --resume)"
+    )
 
 
 def _text_partial(path: Path) -> Path:
@@ -324,10 +339,18 @@ def finish_output(spec: JobSpec, a: Population, b: Population, file_bytes: int) 
 
 
 def open_writer(
-    spec: JobSpec, mode: str, a: Population, b: Population, resume_bytes: int, config_hash: str, run_id: int | None
+    spec: JobSpec,
+    mode: str,
+    a: Population,
+    b: Population,
+    resume_bytes: int,
+    config_hash: str,
+    run_id: int | None,
+    recorded_rows: int = 0,
 ) -> Writer:
+    """``resume_bytes`` and ``recorded_rows``: what a resumed mode recorded as written (0 for a fresh mode)."""
     if spec.output == "db":
         return DatabaseWriter(config_hash, spec.method, run_id)
     if spec.file_format == "npz":
-        return NpzWriter(spec, a, b)
+        return NpzWriter(spec, a, b, recorded_rows)
     return FileWriter(spec, mode, resume_bytes)
