@@ -1,5 +1,6 @@
 """The one place that writes results: aspect results (upserted, stamped with the positions they came from),
-match lists (replaced whole) and their invalidation when a chart changes.
+match lists (replaced whole), transit events (replaced per charts and range) and their invalidation when a chart
+changes.
 
 The request path (services), the batch writers and the distributed workers all store through here, so a row
 looks the same whoever computed it.
@@ -8,13 +9,14 @@ looks the same whoever computed it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 from django.db import transaction
 
 from .cache import result_cache
 from .engine import ENGINE_VERSION
-from .models import AspectResult, Chart, Match, id_batches, positions_hash
+from .models import AspectResult, Chart, Match, TransitEvent, id_batches, positions_hash
 
 # What an upsert may change in an existing row; the rest is the row's identity.
 _RESULT_KEY = ["kind", "chart_a", "chart_b", "config_hash", "engine_version"]
@@ -101,13 +103,30 @@ def replace_matches(chart_ids: Sequence[int], method: str, config_hash: str, mat
     return len(matches)
 
 
+def replace_transit_events(
+    chart_ids: Sequence[int], config_hash: str, start: datetime, end: datetime, events: Sequence[TransitEvent]
+) -> int:
+    """The charts' stored transit events under ``config_hash`` whose exact moment lies in [``start``, ``end``),
+    replaced by ``events`` in one transaction: a block written again (a resumed run, a task delivered twice, a
+    GPU run resumed on the CPU whose moments differ by nanoseconds) leaves one copy, and events of other ranges
+    stay."""
+    with transaction.atomic():
+        for batch in id_batches(list(chart_ids)):
+            TransitEvent.objects.filter(
+                chart_id__in=batch, config_hash=config_hash, exact__gte=start, exact__lt=end
+            ).delete()
+        TransitEvent.objects.bulk_create(events, batch_size=5000)
+    return len(events)
+
+
 def invalidate_results(chart: Chart) -> int:
-    """Delete every persisted result that involves ``chart``, and once the transaction commits, forget its cached
-    ones."""
+    """Delete every persisted result that involves ``chart`` (its stored transit events included: they were
+    found from its old positions), and once the transaction commits, forget its cached ones."""
     deleted, _ = AspectResult.objects.filter(chart_a=chart).delete()
     more, _ = AspectResult.objects.filter(chart_b=chart).delete()
+    transits, _ = TransitEvent.objects.filter(chart=chart).delete()
     forget_cached(chart.pk)
-    return deleted + more
+    return deleted + more + transits
 
 
 def forget_cached(chart_id: int) -> None:

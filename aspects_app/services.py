@@ -4,6 +4,7 @@ visibility rules views need. Views and commands call these functions; batch runs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import secrets
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet, TextField, Window
 from django.db.models.functions import Cast, RowNumber
 
-from . import ephemeris, metrics, results
+from . import ephemeris, metrics, results, transit_windows
 from .cache import result_cache, result_key
 from .calculators import calculator, shared_calculators
 from .conf import get_config
@@ -29,11 +30,14 @@ from .engine import (
     AspectConfig,
     AspectHits,
     MemoryOptimizedVectorizedCalculator,
+    sky_events,
 )
 from .engine.aspects import ASPECT_ANGLES, ORB_PRESETS, STANDARD_POINTS
 from .engine.errors import FieldError
-from .models import AspectResult, Chart, ChartQuerySet, Match, id_batches, stacked_positions
+from .engine.transits import TRACK_BODIES, TRANSIT_ORBS
+from .models import AspectResult, Chart, ChartQuerySet, Match, TransitEvent, id_batches, stacked_positions
 from .profiling import silk_profile
+from .sky_track import TRACK_PADDING_DAYS
 from .timing import timed
 
 # The name this error had before it moved into the engine; host code may still catch it.
@@ -713,3 +717,148 @@ def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int =
             cache.set_many(payloads)
             counts["computed"] += len(group)
     return counts
+
+
+# -- transits --------------------------------------------------------------------------------------------------
+
+# A request computes at most this span of sky (a leap year); longer calendars are batch runs.
+MAX_TRANSIT_DAYS = 366
+
+
+def transit_config(orbs: str | Mapping[str, float] | None = None, aspects: Sequence[str] | None = None) -> AspectConfig:
+    """The aspects and orbs of a transit search: ``orbs`` as :func:`aspect_config` takes them, by default the
+    predictive preset :data:`~aspects_app.engine.transits.TRANSIT_ORBS` (the five majors at 3°), optionally
+    restricted to ``aspects`` (which must then have an orb)."""
+    if orbs is not None:
+        return aspect_config(orbs, aspects)
+    config = AspectConfig.from_orbs(TRANSIT_ORBS)
+    if aspects is None:
+        return config
+    unknown = [name for name in aspects if name not in ASPECT_ANGLES]
+    if unknown:
+        raise FieldError("aspects", f"unknown aspect(s) {unknown}; known aspects: {', '.join(ASPECT_ANGLES)}")
+    orbless = [name for name in aspects if name not in TRANSIT_ORBS]
+    if orbless:
+        raise FieldError(
+            "aspects",
+            f"{orbless} have no orb in the transit preset ({', '.join(TRANSIT_ORBS)}); give orbs for them",
+        )
+    return config.only(aspects)
+
+
+def transit_bodies(bodies: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``bodies`` checked against the bodies a track can carry (None: the track's default, Sun … Pluto)."""
+    if bodies is None:
+        return None
+    names = tuple(bodies)
+    unknown = [name for name in names if name not in TRACK_BODIES]
+    if unknown or not names:
+        raise FieldError("bodies", f"unknown or missing body(ies) {unknown}; known: {', '.join(TRACK_BODIES)}")
+    if len(set(names)) != len(names):
+        raise FieldError("bodies", f"duplicate names in {list(names)}")
+    return names
+
+
+def transit_range(
+    start: datetime, end: datetime, max_days: float | None = MAX_TRANSIT_DAYS
+) -> tuple[datetime, datetime]:
+    """[``start``, ``end``) in UTC, checked: aware, ``end`` after ``start``, at most ``max_days`` long, and inside
+    the ephemeris with the track's padding (a :class:`FieldError` on ``start`` or ``end`` otherwise)."""
+    for field, moment in (("start", start), ("end", end)):
+        if not isinstance(moment, datetime) or moment.utcoffset() is None:
+            raise FieldError(field, "expected a moment with a UTC offset")
+    first, last = start.astimezone(UTC), end.astimezone(UTC)
+    if last <= first:
+        raise FieldError("end", f"must be after start ({first.isoformat()})")
+    if max_days is not None and last - first > timedelta(days=max_days):
+        raise FieldError("end", f"at most {max_days:g} days after start, got {(last - first) / timedelta(days=1):g}")
+    lowest, highest = ephemeris.supported_range()
+    pad = timedelta(days=TRACK_PADDING_DAYS)
+    if first - pad < lowest:
+        raise FieldError("start", f"the ephemeris (DE421) starts at {lowest.isoformat()}; start a day after that")
+    if last + pad > highest:
+        raise FieldError("end", f"the ephemeris (DE421) ends at {highest.isoformat()}; end a day before that")
+    return first, last
+
+
+@dataclass(frozen=True)
+class TransitsResult:
+    """One chart's transit events over [start, end), and the sky's own events (ingresses, stations) there."""
+
+    start: datetime
+    end: datetime
+    bodies: tuple[str, ...]
+    config: AspectConfig
+    events: list[dict[str, Any]]
+    sky: list[dict[str, Any]]
+    cached: bool
+    source: str  # "local", "shared" or "computed"
+
+
+def chart_transits(
+    chart: Chart, start: datetime, end: datetime, bodies: Sequence[str] | None, config: AspectConfig
+) -> TransitsResult:
+    """The transits of ``chart`` over [``start``, ``end``) (at most :data:`MAX_TRANSIT_DAYS`), through the result
+    cache. Keys are scoped per chart with its positions hash, so an edit (or forgetting the chart) makes the old
+    entry unreachable, as natal aspects'."""
+    first, last = transit_range(start, end)
+    names = transit_bodies(bodies)
+    config_hash = config.config_hash()
+    query = json.dumps([config_hash, first.isoformat(), last.isoformat(), names], separators=(",", ":"))
+    variant = hashlib.sha256(query.encode()).hexdigest()[:16]
+    key = result_key("transits", variant, ENGINE_VERSION, (chart.pk, chart.positions_hash))
+
+    def compute() -> bytes:
+        return json.dumps(_transit_payload(chart, first, last, names, config), separators=(",", ":")).encode()
+
+    payload, source = result_cache().get_or_compute(key, compute)
+    metrics.CACHE_LOOKUPS.labels(level=source).inc()
+    data = json.loads(payload)
+    return TransitsResult(
+        first, last, tuple(data["bodies"]), config, data["events"], data["sky"], source != "computed", source
+    )
+
+
+def _transit_payload(
+    chart: Chart, start: datetime, end: datetime, bodies: tuple[str, ...] | None, config: AspectConfig
+) -> dict[str, Any]:
+    calc = calculator(config)
+    try:
+        track = transit_windows.track_for(start, end, bodies)
+        with engine_call(calc, "transits") as record:
+            events = calc.transits(chart.longitude_array[None, :], track, points=tuple(chart.points))
+            record(charts=1, hits=len(events))
+    except FieldError as exc:
+        raise (exc if exc.field in ("start", "end", "bodies") else _request_error(exc, "orbs")) from exc
+    return {
+        "bodies": list(track.bodies),
+        "events": [_iso_record(record, drop="i") for record in events.to_records(point_names=True)],
+        "sky": [_iso_record(record) for record in sky_events(track).to_records()],
+    }
+
+
+def _iso_record(record: dict[str, Any], drop: str | None = None) -> dict[str, Any]:
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value for key, value in record.items() if key != drop
+    }
+
+
+def stored_transit_events(
+    user: Any, chart_id: int | None = None, start: datetime | None = None, end: datetime | None = None
+) -> QuerySet[TransitEvent]:
+    """Stored transit events (batch runs) of the charts ``user`` may see, of ``chart_id`` when given (a chart the
+    caller may not see is :class:`ChartNotFound`), exact in [``start``, ``end``), by chart and time."""
+    visible = visible_charts(user)
+    if chart_id is not None:
+        if not visible.filter(pk=chart_id).exists():
+            raise ChartNotFound("chart", "no such chart, or not visible")
+        rows = TransitEvent.objects.filter(chart_id=chart_id)
+    else:
+        rows = TransitEvent.objects.filter(chart__in=visible.values("pk"))
+    if start is not None and end is not None and end <= start:
+        raise FieldError("end", "must be after start")
+    if start is not None:
+        rows = rows.filter(exact__gte=start)
+    if end is not None:
+        rows = rows.filter(exact__lt=end)
+    return rows.order_by("chart", "exact", "id")

@@ -4,7 +4,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import views
+from . import transit_views, views
 
 app_name = "aspects_api"
 
@@ -19,6 +19,8 @@ urlpatterns = [
     path("configuration/", views.ConfigurationView.as_view(), name="configuration"),
     path("metrics/", views.MetricsView.as_view(), name="metrics"),
     path("metrics/summary/", views.MetricsSummaryView.as_view(), name="metrics-summary"),
+    path("charts/<int:pk>/transits/", transit_views.ChartTransitsView.as_view(), name="chart-transits"),
+    path("transit-events/", transit_views.TransitEventListView.as_view(), name="transit-events"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="aspects_api:schema"), name="docs"),
     *router.urls,

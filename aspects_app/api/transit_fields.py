@@ -1,0 +1,81 @@
+"""Query and body fields of the transit endpoints and transit jobs: moments (UTC) and transiting bodies. Kept apart
+from :mod:`.serializers` so that the job request there and the transit serializers share them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..engine.transits import TRACK_BODIES
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "ISO 8601 date or date-time; a date is midnight UTC, a time without an offset is UTC.",
+        "example": "2027-01-01T00:00:00Z",
+    }
+)
+class MomentField(serializers.Field[datetime, Any, str, Any]):
+    """A moment as an aware UTC datetime. A query string's ``+`` often arrives decoded as a space
+    (``…T00:00:00 01:00``); it is read as the offset it was meant to be."""
+
+    default_error_messages = {"invalid": "expected an ISO 8601 date or date-time, got {value!r}"}
+
+    def to_internal_value(self, data: Any) -> datetime:
+        text = data.strip() if isinstance(data, str) else None
+        if not text:
+            self.fail("invalid", value=data)
+        assert text is not None
+        moment = _parse(text) or _parse(text[:19] + text[19:].replace(" ", "+", 1))
+        if moment is None:
+            self.fail("invalid", value=data)
+        assert moment is not None
+        try:
+            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except OverflowError as exc:  # 9999-12-31T23:00-05:00 is past the calendar's end in UTC
+            raise serializers.ValidationError("outside the supported range of dates") from exc
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+def _parse(text: str) -> datetime | None:
+    try:
+        moment = parse_datetime(text)
+        if moment is not None:
+            return moment
+        day = parse_date(text)
+    except ValueError:  # well formed, impossible (2027-02-30)
+        return None
+    return None if day is None else datetime(day.year, day.month, day.day)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "description": "comma-separated body names"},
+            {"type": "array", "items": {"type": "string", "enum": list(TRACK_BODIES)}, "minItems": 1},
+        ]
+    }
+)
+class BodyListField(serializers.Field[list[str], Any, list[str], Any]):
+    """Transiting bodies as a list, or comma-separated in a query string (default Sun … Pluto)."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        names = data.split(",") if isinstance(data, str) else data
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise serializers.ValidationError("a non-empty list of body names")
+        unknown = [n for n in names if n not in TRACK_BODIES]
+        if unknown:
+            raise serializers.ValidationError(f"unknown body(ies) {unknown}; known: {', '.join(TRACK_BODIES)}")
+        if len(set(names)) != len(names):
+            raise serializers.ValidationError(f"duplicate names in {names}")
+        return list(names)
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return value

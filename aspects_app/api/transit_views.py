@@ -1,0 +1,76 @@
+"""Transit endpoints: one chart's transits computed on request (``charts/{id}/transits/``), and the events batch
+runs stored (``transit-events/``), for hosts that build calendars and notifications from rows. Thin, as the
+other views: validate, call :mod:`aspects_app.services`, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import permissions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import services
+from . import transit_serializers as ts
+from .throttling import ComputeRateThrottle
+from .views import ChartPagination, service_errors
+
+CHART_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The chart's id.")
+
+
+class ChartTransitsView(APIView):
+    """When each transiting body is exact to each of this chart's points (natal point ± aspect angle), with
+    when each pass enters and leaves the orb, over at most a year; default orbs: the transit preset (the five
+    majors at 3°). Computed on request and cached per chart (an edit of the chart forgets it)."""
+
+    permission_classes = [permissions.AllowAny]  # visibility is the chart's: a private chart answers 404
+    throttle_classes = [ComputeRateThrottle]
+
+    @extend_schema(parameters=[CHART_ID, ts.TransitQuerySerializer], responses=ts.TransitsResponseSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        query = ts.TransitQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        with service_errors():
+            chart = services.visible_charts_by_field(request.user, {"id": pk})["id"]
+            config = services.transit_config(data.get("orbs"), data.get("aspects"))
+            result = services.chart_transits(chart, data["start"], data["end"], data.get("bodies"), config)
+        return Response(
+            {
+                "chart": chart.pk,
+                "start": result.start,
+                "end": result.end,
+                "bodies": list(result.bodies),
+                "orbs": dict(result.config.orbs),
+                "cached": result.cached,
+                "source": result.source,
+                "events": result.events,
+                "sky": result.sky,
+            }
+        )
+
+
+class TransitEventListView(APIView):
+    """Transit events stored by batch runs (``compute_aspects --mode transits``, jobs), of the charts the
+    caller may see, by chart and exact moment, a page at a time."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(
+        parameters=[ts.TransitEventsQuerySerializer],
+        responses={
+            200: ts.TransitEventsPageSerializer,
+            404: OpenApiResponse(description="No such chart, or one the caller may not see; or a page past the end."),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = ts.TransitEventsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data: dict[str, Any] = query.validated_data
+        with service_errors():
+            rows = services.stored_transit_events(request.user, data.get("chart"), data.get("start"), data.get("end"))
+        paginator = ChartPagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(ts.StoredTransitEventSerializer(page or [], many=True).data)
