@@ -19,6 +19,8 @@ weights and an emphasis e on the classic cross pairs (:data:`CROSS_PAIR_EMPHASIS
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +109,21 @@ class HarmonicConfig:
                 raise FieldError("harmonics", f"coefficient of harmonic {h} must be finite, got {c!r}")
         if not any(c for c in self.harmonics.values()):
             raise FieldError("harmonics", "at least one coefficient must be nonzero")
+
+    def config_hash(self, points: Sequence[str]) -> str:
+        """A stable digest of the configuration and the columns ``points``: what G features (and so a match index
+        or stored features) were computed for."""
+        text = json.dumps(
+            {
+                "harmonics": sorted((int(h), float(c)) for h, c in self.harmonics.items()),
+                "point_weights": sorted((str(n), float(w)) for n, w in self.point_weights.items()),
+                "pair_emphasis": sorted((str(p), str(q), float(e)) for (p, q), e in self.pair_emphasis.items()),
+                "dtype": self.dtype,
+                "points": list(points),
+            },
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def pair_weights(self, names: Sequence[str]) -> npt.NDArray[np.float64]:
         """W (P, P) for the columns ``names``: w_p · w_q · e_pq."""
@@ -218,3 +235,44 @@ def features_of(xp: Any, scorer: HarmonicScorer, lon: Any, side: str, rows: int)
     if n <= rows:
         return scorer.features(lon, side)
     return concat(xp, [scorer.features(lon[r : min(r + rows, n), :], side) for r in range(0, n, rows)], axis=0)
+
+
+@dataclass(frozen=True)
+class FoldIn:
+    """Charts whose stored top-k list a new chart enters: their ``rows`` (ascending) and its ``scores`` there."""
+
+    rows: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float64]
+
+
+def fold_in(features_a: Any, feature_b: Any, new_id: int, kth_scores: Any, kth_ids: Any, self_row: int = -1) -> FoldIn:
+    """Which stored lists a new (or moved) chart enters, from one matrix-vector product over the population.
+
+    ``features_a`` (N, D) are the population's F features, ``feature_b`` (D,) the new chart's G features, so
+    ``features_a @ feature_b`` scores the new chart as a partner of every chart. ``kth_scores`` and ``kth_ids``
+    (N,) are each chart's current k-th (worst kept) score and partner id (−inf where a list holds fewer than k).
+    The chart enters a list where it beats the k-th by the top-k order: a higher score, or an equal one and a
+    lower id than the k-th's. ``self_row`` (−1: none) is the new chart's own row, never its own partner. Scores are
+    rounded to the grid as ``scores(..., method="harmonic")`` rounds them, so they compare with stored ones."""
+    fa = np.asarray(features_a)
+    fb = np.asarray(feature_b)
+    if fa.ndim != 2 or not np.issubdtype(fa.dtype, np.floating):
+        raise FieldError("features_a", f"expected a 2-D float (charts, dimension) array, got {fa.shape} {fa.dtype}")
+    if fb.shape != (fa.shape[1],) or not np.issubdtype(fb.dtype, np.floating):
+        raise FieldError("feature_b", f"expected a float vector of length {fa.shape[1]}, got shape {fb.shape}")
+    if not np.isfinite(fb).all():
+        raise FieldError("feature_b", "features must be finite (no NaN or infinity)")
+    kth = np.asarray(kth_scores, dtype=np.float64)
+    ids = np.asarray(kth_ids)
+    if kth.shape != (fa.shape[0],) or np.isnan(kth).any():
+        raise FieldError("kth_scores", f"expected {fa.shape[0]} scores (one per chart, no NaN), got {kth.shape}")
+    if ids.shape != (fa.shape[0],) or not np.issubdtype(ids.dtype, np.integer):
+        raise FieldError("kth_ids", f"expected {fa.shape[0]} integer ids (one per chart), got {ids.shape}")
+    if not -1 <= self_row < fa.shape[0]:
+        raise FieldError("self_row", f"must be -1 or a row of features_a (0..{fa.shape[0] - 1}), got {self_row}")
+    scores = round_to_grid(np, np.matmul(fa, fb.astype(fa.dtype, copy=False)).astype(np.float64, copy=False))
+    enters = (scores > kth) | ((scores == kth) & (new_id < ids))
+    if self_row >= 0:
+        enters[self_row] = False
+    rows = np.flatnonzero(enters).astype(np.int64)
+    return FoldIn(rows, scores[rows])
