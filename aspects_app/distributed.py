@@ -94,7 +94,7 @@ def run_block(run_id: int, mode: str, start_row: int, stop_row: int) -> str:
     if BatchBlock.objects.filter(run_id=run_id, mode=mode, start=start_row).exists():
         return "duplicate"
     job, a, b = _job(run)
-    writer = DatabaseWriter(job.config.config_hash(), job.spec.method, run_id)
+    writer = DatabaseWriter(job.config.config_hash(), job.spec.method, run_id, job.spec.transit_window())
     began = time.perf_counter()
     try:
         with transaction.atomic():

@@ -8,7 +8,8 @@ name fields their own way (the API's ``charts``, the command's ``--ids``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -228,14 +229,26 @@ def _ids_only(ids: Sequence[int]) -> Population:
 def job_size(spec: JobSpec) -> JobSize:
     """The spec's units, counted by the batch layer's own :meth:`Computation.units` (over the whole groups, as
     ``--estimate`` and the run count them), and the database rows they become: one per chart (natal) or pair
-    (synastry), ``k`` per chart (top-k)."""
+    (synastry), ``k`` per chart (top-k), the first chart's events per chart (transits)."""
     a = _ids_only(spec.group_a)
     b = a if spec.group_b is None else _ids_only(spec.group_b)
     whole = Block(slice(0, len(a.ids)), a, b, spec.within_one_group)
     counter = object.__new__(Computation)  # units() reads only the block: no engine is built to count
     units = {mode: counter.units(mode, whole) for mode in spec.modes}
     rows = {mode: len(a.ids) * min(spec.k, len(b.ids)) if mode == "top-k" else units[mode] for mode in spec.modes}
+    if "transits" in spec.modes:
+        rows["transits"] = len(a.ids) * _transit_events_per_chart(spec)
     return JobSize(units, rows)
+
+
+def _transit_events_per_chart(spec: JobSpec) -> int:
+    """A transits job's rows per chart, counted on its first chart (every chart sees the same sky)."""
+    computation = Computation(replace(spec, group_a=spec.group_a[:1]))
+    try:
+        first, _ = computation.load_groups()
+        return computation.transit_events_per_chart(first)
+    finally:
+        computation.calculator.close()
 
 
 def _check_size(spec: JobSpec, staff: bool) -> None:
@@ -294,10 +307,14 @@ def submit(
     aspects: Sequence[str] | None,
     k: int,
     method: str,
+    transit_start: datetime | None = None,
+    transit_end: datetime | None = None,
+    bodies: Sequence[str] | None = None,
 ) -> BatchRun:
     """A distributed run over charts ``user`` can see (default: their own), enqueued for the workers, within the
     job API's quotas (:class:`JobTooLarge`, :class:`TooManyJobs`); :class:`JobsUnavailable` when no worker
-    could get it (nothing is stored then)."""
+    could get it (nothing is stored then). ``transit_start``, ``transit_end`` and ``bodies``: a transits job's
+    range and bodies."""
     _accepting()
     group_a = (
         sorted(services.visible_charts(user).filter(owner=user).values_list("pk", flat=True))
@@ -316,6 +333,9 @@ def submit(
             aspects=None if aspects is None else list(aspects),
             method=method,
             k=k,
+            start=None if transit_start is None else transit_start.isoformat(),
+            end=None if transit_end is None else transit_end.isoformat(),
+            bodies=None if bodies is None else list(bodies),
         )
         _check_size(spec, user.is_staff)
         with transaction.atomic():

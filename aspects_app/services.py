@@ -20,6 +20,7 @@ import numpy.typing as npt
 from django.db import transaction
 from django.db.models import F, QuerySet, TextField, Window
 from django.db.models.functions import Cast, RowNumber
+from django.utils.dateparse import parse_date, parse_datetime
 
 from . import ephemeris, metrics, results, transit_windows
 from .cache import result_cache, result_key
@@ -757,6 +758,30 @@ def transit_bodies(bodies: Sequence[str] | None) -> tuple[str, ...] | None:
     if len(set(names)) != len(names):
         raise FieldError("bodies", f"duplicate names in {list(names)}")
     return names
+
+
+def parse_moment(field: str, value: str | datetime) -> datetime:
+    """An ISO 8601 date or date-time (or a datetime) as an aware UTC datetime: a date is midnight UTC, a time
+    without an offset is UTC. A :class:`FieldError` on ``field`` otherwise."""
+    moment = value if isinstance(value, datetime) else _parse_iso(value) if isinstance(value, str) else None
+    if moment is None:
+        raise FieldError(field, f"expected an ISO 8601 date or date-time, got {value!r}")
+    try:
+        return moment.astimezone(UTC) if moment.utcoffset() is not None else moment.replace(tzinfo=UTC)
+    except OverflowError as exc:  # 9999-12-31T23:00-05:00 is past the calendar's end in UTC
+        raise FieldError(field, "outside the supported range of dates") from exc
+
+
+def _parse_iso(text: str) -> datetime | None:
+    text = text.strip()
+    try:
+        moment = parse_datetime(text)
+        day = None if moment is not None else parse_date(text)
+    except ValueError:  # well formed, impossible (2027-02-30)
+        return None
+    if moment is not None:
+        return moment
+    return None if day is None else datetime(day.year, day.month, day.day)
 
 
 def transit_range(

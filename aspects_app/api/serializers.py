@@ -25,6 +25,7 @@ from ..engine.scoring import SCORE_METHODS
 from ..engine.validation import MAX_POINTS
 from ..models import Chart
 from ..services import ChartInput
+from .transit_fields import BodyListField, MomentField
 
 MAX_K = 100
 
@@ -468,7 +469,13 @@ class ConfigurationSerializer(serializers.Serializer[Any]):
 class JobRequestSerializer(RejectUnknownFields, AspectSelectionSerializer):
     """A distributed batch job over charts the caller can see."""
 
-    modes = serializers.ListField(child=serializers.ChoiceField(choices=["natal", "synastry", "top-k"]), min_length=1)
+    modes = serializers.ListField(
+        child=serializers.ChoiceField(choices=["natal", "synastry", "top-k", "transits"]), min_length=1
+    )
+    # Transits (a mode of its own): the range, exact moments in [start, end), and the transiting bodies.
+    start = MomentField(required=False, help_text="Transits: start of the range (UTC), included.")
+    end = MomentField(required=False, help_text="Transits: end of the range (UTC), excluded.")
+    bodies = BodyListField(required=False, help_text="Transits: the transiting bodies (default Sun … Pluto).")
     charts = serializers.ListField(
         child=serializers.IntegerField(min_value=1), required=False, help_text="Group A (default: your charts)."
     )

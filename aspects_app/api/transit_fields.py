@@ -3,13 +3,14 @@ from :mod:`.serializers` so that the job request there and the transit serialize
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .. import services
+from ..engine.errors import FieldError
 from ..engine.transits import TRACK_BODIES
 
 
@@ -24,35 +25,23 @@ class MomentField(serializers.Field[datetime, Any, str, Any]):
     """A moment as an aware UTC datetime. A query string's ``+`` often arrives decoded as a space
     (``…T00:00:00 01:00``); it is read as the offset it was meant to be."""
 
-    default_error_messages = {"invalid": "expected an ISO 8601 date or date-time, got {value!r}"}
-
     def to_internal_value(self, data: Any) -> datetime:
-        text = data.strip() if isinstance(data, str) else None
-        if not text:
-            self.fail("invalid", value=data)
-        assert text is not None
-        moment = _parse(text) or _parse(text[:19] + text[19:].replace(" ", "+", 1))
-        if moment is None:
-            self.fail("invalid", value=data)
-        assert moment is not None
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"expected an ISO 8601 date or date-time, got {data!r}")
+        text = data.strip()
         try:
-            return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-        except OverflowError as exc:  # 9999-12-31T23:00-05:00 is past the calendar's end in UTC
-            raise serializers.ValidationError("outside the supported range of dates") from exc
+            return services.parse_moment("value", text)
+        except FieldError as exc:
+            offset = text[19:]
+            if " " not in offset:
+                raise serializers.ValidationError(exc.message) from exc
+        try:
+            return services.parse_moment("value", text[:19] + offset.replace(" ", "+", 1))
+        except FieldError as exc:
+            raise serializers.ValidationError(f"expected an ISO 8601 date or date-time, got {data!r}") from exc
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()
-
-
-def _parse(text: str) -> datetime | None:
-    try:
-        moment = parse_datetime(text)
-        if moment is not None:
-            return moment
-        day = parse_date(text)
-    except ValueError:  # well formed, impossible (2027-02-30)
-        return None
-    return None if day is None else datetime(day.year, day.month, day.day)
 
 
 @extend_schema_field(

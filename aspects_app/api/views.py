@@ -522,6 +522,9 @@ class JobViewSet(viewsets.ViewSet):
                 data.get("aspects"),
                 data["k"],
                 data["method"],
+                data.get("start"),
+                data.get("end"),
+                data.get("bodies"),
             )
         response = Response(self._body(request, run), status=status.HTTP_202_ACCEPTED)
         response["Location"] = response.data["links"]["self"]

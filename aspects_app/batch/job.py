@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from django.utils import timezone
 
-from .. import calculators, metrics
-from ..engine import AspectHits, BackendUnavailable, MemoryOptimizedVectorizedCalculator
+from .. import calculators, ephemeris, metrics
+from ..engine import AspectHits, BackendUnavailable, MemoryOptimizedVectorizedCalculator, TransitEvents, TransitTrack
 from ..engine.errors import FieldError
 from ..models import BatchRun
 from .population import Block, PointSetSplit, Population, load_population, split_by_points
@@ -30,6 +30,9 @@ from .writers import Writer, finish_output, open_writer
 # that an interruption loses little and progress moves.
 MIN_BLOCK_ROWS = 16
 MAX_BLOCK_ROWS = 2048
+# Transit blocks are sized by the events they store (a chart-year holds ~2,000 with the transit orbs): one
+# transaction of about this many rows.
+TRANSIT_ROWS_PER_BLOCK = 50_000
 
 
 class BatchInterrupted(Exception):
@@ -54,6 +57,7 @@ class Computation:
             self.config, backend or spec.backend, spec.working_memory_mb, spec.chunk_size
         )
         self.column_of: dict[int, int] = {}  # chart id -> its column in group B
+        self._track: TransitTrack | None = None
 
     def load_groups(self) -> tuple[Population, Population]:
         """Groups A and B (B is A for pairs within one group)."""
@@ -68,10 +72,10 @@ class Computation:
         return Block(rows or slice(0, len(a.ids)), a, b, self.spec.within_one_group)
 
     def units(self, mode: str, block: Block) -> int:
-        """Progress units of a block: charts for natal, chart pairs otherwise (each unordered pair once within
-        one group)."""
+        """Progress units of a block: charts for natal and transits, chart pairs otherwise (each unordered pair
+        once within one group)."""
         rows, m = block.rows, len(block.b.ids)
-        if mode == "natal":
+        if mode in ("natal", "transits"):
             return rows.stop - rows.start
         if mode == "synastry" and block.within_one_group:
             return sum(m - 1 - r for r in range(rows.start, rows.stop))
@@ -83,18 +87,24 @@ class Computation:
 
     def compute_block(self, mode: str, block: Block, writer: Writer) -> BlockResult:
         result = self.compute(mode, block)
-        hits = len(result) if isinstance(result, AspectHits) else 0
+        hits = len(result) if isinstance(result, AspectHits | TransitEvents) else 0
         return BlockResult(self.units(mode, block), hits, MODE_TABLE[mode].write(writer, result, block))
 
     def block_slices(
         self, mode: str, a: Population, b: Population, first_row: int = 0, min_blocks: int = 1
     ) -> list[slice]:
         """Row blocks from ``first_row``: the engine's chunk rows, made smaller (down to MIN_BLOCK_ROWS) when that
-        gives fewer than ``min_blocks`` (work spread over several workers needs enough blocks to share)."""
-        plan = self.calculator.estimate_memory_usage(
-            max(len(a.ids), 1), max(len(b.ids), 1), len(a.points), OPERATIONS[mode], self.spec.method, points=a.points
-        )
-        step = int(min(MAX_BLOCK_ROWS, max(MIN_BLOCK_ROWS, plan["chunk_rows"])))
+        gives fewer than ``min_blocks`` (work spread over several workers needs enough blocks to share). Transit
+        blocks hold about TRANSIT_ROWS_PER_BLOCK events (counted on the first chart)."""
+        if mode == "transits":
+            rows = TRANSIT_ROWS_PER_BLOCK // max(self.transit_events_per_chart(a), 1)
+        else:
+            plan = self.calculator.estimate_memory_usage(
+                max(len(a.ids), 1), max(len(b.ids), 1), len(a.points), OPERATIONS[mode], self.spec.method,
+                points=a.points,
+            )  # fmt: skip
+            rows = plan["chunk_rows"]
+        step = int(min(MAX_BLOCK_ROWS, max(MIN_BLOCK_ROWS, rows)))
         step = max(MIN_BLOCK_ROWS, min(step, -(-len(a.ids) // min_blocks)))
         return [slice(start, min(start + step, len(a.ids))) for start in range(first_row, len(a.ids), step)]
 
@@ -125,6 +135,26 @@ class Computation:
             exclude_columns=excluded,
         )  # fmt: skip
 
+    @property
+    def track(self) -> TransitTrack:
+        """The sky of a transits run, built once (the ephemeris: ~0.5 s a year) and shared by every block."""
+        if self._track is None:
+            window = self.spec.transit_window()
+            if window is None:
+                raise BatchError("this run has no transit range")
+            self._track = ephemeris.transit_track(*window, bodies=self.spec.bodies)
+        return self._track
+
+    def transit_events_per_chart(self, a: Population) -> int:
+        """Events of group A's first chart: what sizes blocks and the job API's row count."""
+        if not len(a.ids):
+            return 0
+        return len(self._transits(self.block(a, a, slice(0, 1))))
+
+    def _transits(self, block: Block) -> TransitEvents:
+        a, rows = block.a, block.rows
+        return self.calculator.transits(a.longitudes[rows], self.track, points=a.points)
+
 
 def _speeds(population: Population, rows: slice) -> Any:
     return None if population.speeds is None else population.speeds[rows]
@@ -143,6 +173,7 @@ MODE_TABLE: dict[str, Mode] = {
     "synastry": Mode(Computation._synastry, lambda writer, hits, block: writer.write_hits(hits, block, natal=False)),
     "scores": Mode(Computation._scores, lambda writer, values, block: writer.write_scores(values, block)),
     "top-k": Mode(Computation._top_k, lambda writer, best, block: writer.write_matches(best, block)),
+    "transits": Mode(Computation._transits, lambda writer, events, block: writer.write_transits(events, block)),
 }
 
 
@@ -352,9 +383,7 @@ def calibrate(spec: JobSpec, sample_rows: int = 64) -> dict[str, Any]:
         sample_rows = min(sample_rows, len(a.ids))
         sample = computation.block(a, b, slice(0, sample_rows))
         for mode in spec.modes:
-            plan = calc.estimate_memory_usage(
-                len(a.ids), len(b.ids), len(a.points), OPERATIONS[mode], spec.method, points=a.points
-            )
+            plan = _plan(computation, mode, a, b)
             start = time.perf_counter()
             computation.compute(mode, sample)
             # Every row of A costs the same (a chart, or one row against all of B), whatever units count.
@@ -369,3 +398,23 @@ def calibrate(spec: JobSpec, sample_rows: int = 64) -> dict[str, Any]:
         return report
     finally:
         computation.calculator.close()
+
+
+def _plan(computation: Computation, mode: str, a: Population, b: Population) -> dict[str, Any]:
+    """The engine's memory plan of a mode; for transits (which the engine chunks by itself), the blocks and the
+    rows they store."""
+    spec = computation.spec
+    if mode != "transits":
+        calc = computation.calculator
+        plan: dict[str, Any] = calc.estimate_memory_usage(
+            len(a.ids), len(b.ids), len(a.points), OPERATIONS[mode], spec.method, points=a.points
+        )
+        return plan
+    per_chart = computation.transit_events_per_chart(a)
+    blocks = computation.block_slices(mode, a, b)
+    return {
+        "events_per_chart": per_chart,
+        "estimated_rows": per_chart * len(a.ids),
+        "blocks": len(blocks),
+        "block_rows": blocks[0].stop - blocks[0].start if blocks else 0,
+    }

@@ -21,9 +21,10 @@ from ..engine.errors import FieldError
 from ..models import Chart, id_batches
 from .population import split_by_points
 
-MODES: tuple[str, ...] = ("natal", "synastry", "scores", "top-k")
+MODES: tuple[str, ...] = ("natal", "synastry", "scores", "top-k", "transits")
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "npz")
-# The engine's name of each mode's operation (memory plans).
+# The engine's name of each mode's operation (memory plans). Transits have none: the engine chunks the charts
+# under the budget by itself, and a run's blocks are sized by the rows they store (see job.py).
 OPERATIONS: dict[str, str] = {"natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k"}
 
 
@@ -91,6 +92,11 @@ class JobSpec:
     chunk_size: int | None = None
     output: str = "db"  # "db" or a file path
     file_format: str | None = None
+    # Transits: the range (ISO 8601, UTC once checked; stored as text so the spec stays JSON) and the bodies
+    # (None: Sun … Pluto).
+    start: str | None = None
+    end: str | None = None
+    bodies: list[str] | None = None
 
     def __post_init__(self) -> None:
         settings = get_config()
@@ -104,6 +110,7 @@ class JobSpec:
         elif "scores" in self.modes:
             raise FieldError("modes", "scores writes a dense matrix: give --output PATH.npz (or .csv / .jsonl)")
         self._check_sizes()
+        self._check_transits()
         self.config()  # validate orbs and aspects now, not after the first block
 
     def _check_modes(self) -> None:
@@ -132,12 +139,40 @@ class JobSpec:
         if self.chunk_size is not None and self.chunk_size < 1:
             raise FieldError("chunk_size", f"must be at least 1, got {self.chunk_size}")
 
+    def _check_transits(self) -> None:
+        if "transits" not in self.modes:
+            for name in ("start", "end", "bodies"):
+                if getattr(self, name) is not None:
+                    raise FieldError(name, "only with mode transits")
+            return
+        if self.modes != ["transits"]:
+            raise FieldError("modes", "transits is a mode of its own (its orbs are predictive ones): run it alone")
+        if self.group_b is not None:
+            raise FieldError("group_b", "transits take one group of charts (the sky is the other side)")
+        for name in ("start", "end"):
+            if getattr(self, name) is None:
+                raise FieldError(name, "transits need a range: give start and end")
+        first, last = services.transit_range(
+            services.parse_moment("start", self.start or ""), services.parse_moment("end", self.end or ""), None
+        )
+        self.start, self.end = first.isoformat(), last.isoformat()
+        names = services.transit_bodies(self.bodies)
+        self.bodies = None if names is None else list(names)
+
     @property
     def within_one_group(self) -> bool:
         return self.group_b is None
 
     def config(self) -> AspectConfig:
+        if self.modes == ["transits"]:
+            return services.transit_config(self.orbs, self.aspects)
         return services.aspect_config(self.orbs, self.aspects)
+
+    def transit_window(self) -> tuple[datetime, datetime] | None:
+        """[start, end) of a transits run (UTC), None for the other modes."""
+        if self.start is None or self.end is None:
+            return None
+        return datetime.fromisoformat(self.start), datetime.fromisoformat(self.end)
 
     def to_parameters(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +193,8 @@ def check_plan(spec: JobSpec) -> None:
     calc = calculators.calculator(spec.config(), "numpy", spec.working_memory_mb, spec.chunk_size)
     columns = len(split.group_a if split.group_b is None else split.group_b)
     for mode in spec.modes:
+        if mode not in OPERATIONS:
+            continue  # transits: chunked by the engine under the budget, one chart at least
         calc.estimate_memory_usage(
             len(split.group_a), columns, max(len(first or []), 1), OPERATIONS[mode], spec.method, points=first
         )

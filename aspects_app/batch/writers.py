@@ -14,6 +14,7 @@ import io
 import json
 import os
 import zipfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +23,10 @@ import numpy.typing as npt
 from django.db import transaction
 
 from .. import results
-from ..engine import AspectHits, TopK
+from ..engine import AspectHits, TopK, TransitEvents
 from ..engine.aspects import ASPECT_NAMES
 from ..engine.hits import MOVEMENTS
-from ..models import AspectResult, Match
+from ..models import AspectResult, Match, TransitEvent
 from .population import Block, Population
 from .spec import BatchError, JobSpec
 
@@ -45,6 +46,9 @@ class Writer:
     def write_matches(self, best: TopK, block: Block) -> int:
         raise BatchError("this output does not take matches")
 
+    def write_transits(self, events: TransitEvents, block: Block) -> int:
+        raise BatchError("this output does not take transit events")
+
     def flush(self) -> int:
         """Make the written data durable; returns the output's length to record (files)."""
         return 0
@@ -57,12 +61,20 @@ class Writer:
 
 
 class DatabaseWriter(Writer):
-    """AspectResult rows (one per chart or pair, upserted) and Match lists (k rows per chart, replaced)."""
+    """AspectResult rows (one per chart or pair, upserted), Match lists (k rows per chart, replaced) and transit
+    events (the block's charts' events of the run's ``transit_window``, replaced)."""
 
-    def __init__(self, config_hash: str, method: str, run_id: int | None) -> None:
+    def __init__(
+        self,
+        config_hash: str,
+        method: str,
+        run_id: int | None,
+        transit_window: tuple[datetime, datetime] | None = None,
+    ) -> None:
         self.config_hash = config_hash
         self.method = method
         self.run_id = run_id
+        self.transit_window = transit_window
 
     def block(self) -> contextlib.AbstractContextManager[Any]:
         return transaction.atomic()
@@ -112,6 +124,31 @@ class DatabaseWriter(Writer):
         ]
         return results.replace_matches(block.a.ids[block.rows].tolist(), self.method, self.config_hash, matches)
 
+    def write_transits(self, events: TransitEvents, block: Block) -> int:
+        if self.transit_window is None:
+            raise BatchError("transit events need the run's range")
+        rows = [
+            TransitEvent(
+                **dict(zip(_TRANSIT_FIELDS, row, strict=True)), config_hash=self.config_hash, run_id=self.run_id
+            )
+            for row in _transit_rows(events, block)
+        ]
+        chart_ids = block.a.ids[block.rows].tolist()
+        return results.replace_transit_events(chart_ids, self.config_hash, *self.transit_window, rows)
+
+
+_TRANSIT_FIELDS = ("chart_id", "point", "body", "aspect", "exact", "starts", "ends", "retrograde")
+
+
+def _transit_rows(events: TransitEvents, block: Block) -> list[list[Any]]:
+    """(chart, point, body, aspect, exact, starts, ends, retrograde) of each event; moments aware UTC or None."""
+    charts = block.a.ids[block.rows][events.i].tolist()
+    records = events.to_records(point_names=True)
+    return [
+        [chart, r["point"], r["body"], r["aspect"], r["exact"], r["starts"], r["ends"], r["retrograde"]]
+        for chart, r in zip(charts, records, strict=True)
+    ]
+
 
 def _match_rows(best: TopK, block: Block) -> list[list[Any]]:
     """(chart, rank from 1, partner, score) of each chart's list."""
@@ -147,6 +184,8 @@ class FileWriter(Writer):
             return ["chart", "rank", "partner", "score"]
         if self.mode == "scores":
             return ["chart_a", "chart_b", "score"]
+        if self.mode == "transits":
+            return ["chart", "point", "body", "aspect", "exact", "starts", "ends", "retrograde"]
         head = ["chart"] if self.mode == "natal" else ["chart_a", "chart_b"]
         return [*head, "p1", "p2", "aspect", "orb", "movement"]
 
@@ -185,6 +224,13 @@ class FileWriter(Writer):
 
     def write_matches(self, best: TopK, block: Block) -> int:
         return self._write_rows(_match_rows(best, block))
+
+    def write_transits(self, events: TransitEvents, block: Block) -> int:
+        # ISO 8601 with the UTC offset; a bound outside the range is null (JSON) or empty (CSV).
+        rows = _transit_rows(events, block)
+        for row in rows:
+            row[4:7] = [None if moment is None else moment.isoformat() for moment in row[4:7]]
+        return self._write_rows(rows)
 
     def flush(self) -> int:
         self.handle.flush()
@@ -350,7 +396,7 @@ def open_writer(
 ) -> Writer:
     """``resume_bytes`` and ``recorded_rows``: what a resumed mode recorded as written (0 for a fresh mode)."""
     if spec.output == "db":
-        return DatabaseWriter(config_hash, spec.method, run_id)
+        return DatabaseWriter(config_hash, spec.method, run_id, spec.transit_window())
     if spec.file_format == "npz":
         return NpzWriter(spec, a, b, recorded_rows)
     return FileWriter(spec, mode, resume_bytes)

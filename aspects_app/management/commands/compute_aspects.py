@@ -1,4 +1,4 @@
-"""``manage.py compute_aspects``: natal aspects, synastry, scores and top-k matches for many charts."""
+"""``manage.py compute_aspects``: natal aspects, synastry, scores, top-k matches and transits for many charts."""
 
 from __future__ import annotations
 
@@ -38,14 +38,17 @@ RUN_PARAMETERS = (
     "working_memory_mb",
     "chunk_size",
     "format",
+    "start",
+    "end",
+    "bodies",
 )
 
 
 class Command(BaseCommand):
     help = (
-        "Compute natal aspects, synastry, compatibility scores or top-k matches for a selection of charts, in "
-        "chunks under a memory budget, into the database or a file. Every run is a BatchRun; an interrupted run "
-        "(Ctrl-C, kill, crash) continues with --resume RUN_ID."
+        "Compute natal aspects, synastry, compatibility scores, top-k matches or transits for a selection of "
+        "charts, in chunks under a memory budget, into the database or a file. Every run is a BatchRun; an "
+        "interrupted run (Ctrl-C, kill, crash) continues with --resume RUN_ID."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,7 +56,8 @@ class Command(BaseCommand):
             "--mode",
             action="append",
             choices=jobs.MODES,
-            help="natal, synastry, scores or top-k; repeat for several (run in the order given).",
+            help="natal, synastry, scores, top-k or transits; repeat for several (run in the order given; transits "
+            "runs alone).",
         )
         group = parser.add_argument_group("selection (group A; default: all charts)")
         group.add_argument("--ids", help="Comma-separated chart ids.")
@@ -74,6 +78,10 @@ class Command(BaseCommand):
         compute.add_argument("--backend", choices=BACKEND_NAMES, help="Engine backend (default: settings, auto).")
         compute.add_argument("--working-memory-mb", type=float, help="Chunk budget in MiB (default: settings, 256).")
         compute.add_argument("--chunk-size", type=int, help="Rows per engine chunk, overriding the budget.")
+        sky = parser.add_argument_group("transits (--mode transits; default orbs: the five majors at 3°)")
+        sky.add_argument("--start", help="Start of the range, ISO date or date-time (UTC unless an offset is given).")
+        sky.add_argument("--end", help="End of the range (excluded), as --start.")
+        sky.add_argument("--bodies", help="Comma-separated transiting bodies (default: Sun … Pluto).")
         output = parser.add_argument_group("output")
         output.add_argument("--output", default="db", help='"db" (default) or a file path (.jsonl, .csv, .npz).')
         output.add_argument("--format", choices=jobs.FORMATS, help="File format (default: from the extension).")
@@ -164,6 +172,9 @@ class Command(BaseCommand):
             chunk_size=options["chunk_size"],
             output=options["output"],
             file_format=options["format"],
+            start=options["start"],
+            end=options["end"],
+            bodies=None if options["bodies"] is None else options["bodies"].split(","),
         )
 
     def _selection(self, ids: str | None, owner: str | None, since: str | None, prefix: str) -> jobs.Selection:
@@ -211,6 +222,13 @@ class Command(BaseCommand):
     def _print_estimate(self, report: dict[str, Any]) -> None:
         self.stdout.write(f"backend: {report['backend']}")
         for mode, plan in report["modes"].items():
+            if mode == "transits":
+                self.stdout.write(
+                    f"transits: {plan['units']:,} charts, ~{plan['events_per_chart']:,} events each "
+                    f"(~{plan['estimated_rows']:,} rows) in {plan['blocks']:,} blocks of {plan['block_rows']:,} "
+                    f"charts; ~{plan['estimated_seconds']:,.1f} s at {plan['units_per_second']:,.0f} charts/s"
+                )
+                continue
             self.stdout.write(
                 f"{mode}: {plan['units']:,} units in {plan['chunks']:,} chunks of {plan['chunk_rows']:,} rows;"
                 f" chunk memory {plan['chunked_mb']:.1f} MiB (unchunked {plan['unchunked_mb']:,.1f} MiB,"
