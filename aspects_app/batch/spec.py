@@ -23,9 +23,12 @@ from .population import split_by_points
 
 MODES: tuple[str, ...] = ("natal", "synastry", "scores", "top-k", "transits")
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "npz")
-# The engine's name of each mode's operation (memory plans). Transits have none: the engine chunks the charts
-# under the budget by itself, and a run's blocks are sized by the rows they store (see job.py).
-OPERATIONS: dict[str, str] = {"natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k"}
+# The engine's name of each mode's operation (memory plans). The engine plans no memory for transits: it chunks
+# the charts under the budget by itself, and a run's blocks are sized by the rows they store (see job.py).
+OPERATIONS: dict[str, str] = {
+    "natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k", "transits": "transits",
+}  # fmt: skip
+UNPLANNED_MODES = frozenset({"transits"})
 
 
 class BatchError(ValueError):
@@ -193,8 +196,8 @@ def check_plan(spec: JobSpec) -> None:
     calc = calculators.calculator(spec.config(), "numpy", spec.working_memory_mb, spec.chunk_size)
     columns = len(split.group_a if split.group_b is None else split.group_b)
     for mode in spec.modes:
-        if mode not in OPERATIONS:
-            continue  # transits: chunked by the engine under the budget, one chart at least
+        if mode in UNPLANNED_MODES:
+            continue
         calc.estimate_memory_usage(
             len(split.group_a), columns, max(len(first or []), 1), OPERATIONS[mode], spec.method, points=first
         )
