@@ -16,6 +16,8 @@ Conventions, each chosen to match the reference (Swiss Ephemeris via kerykeion):
 * Ascendant: the ecliptic point on the eastern horizon; inside the polar circles, where that point can lie west
   of the MC, it is turned by 180° so that it is always 0–180° ahead of the MC, as Swiss Ephemeris does. At the
   poles themselves (lat ±90°) the formulas take their limit (Ascendant 0° or 180°) rather than failing.
+* House cusps (:func:`compute_houses`, formulas in :mod:`aspects_app.houses`) rest on the same ARMC and true
+  obliquity as the Ascendant and Midheaven (``_armc_and_obliquity``).
 * Speeds (degrees/day) are central differences over ±``SPEED_STEP_DAYS``; the Ascendant's speed is taken before
   its 180° turn, so it stays the speed of a continuous curve.
 """

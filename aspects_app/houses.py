@@ -298,10 +298,29 @@ class _Sky:
     asc: FloatArray  # horizon_east, turned by 180° where it trails
 
 
+def _angles(field: str, values: ArrayLike, n: int | None, low: float, high: float) -> FloatArray:
+    """``values`` as a 1-D float array (a scalar broadcast to ``n``) inside [low, high]; FieldError naming ``field``."""
+    raw = np.asarray(values)
+    if raw.dtype.kind not in "iuf" or raw.ndim > 1:
+        raise FieldError(field, f"expected a number or a 1-D sequence of real numbers, got {raw.dtype} {raw.shape}")
+    array = raw.astype(np.float64)
+    if array.ndim == 0:
+        array = np.full(1 if n is None else n, float(array))
+    elif n is not None and array.shape[0] != n:
+        raise FieldError(field, f"{array.shape[0]} values for {n} ARMC values")
+    bad = ~np.isfinite(array) | (array < low) | (array > high)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FieldError(field, f"{array[i]} at index {i} is not a finite number in [{low:g}, {high:g}] degrees")
+    return array
+
+
 def _sky(armc: ArrayLike, lat: ArrayLike, obliquity: ArrayLike) -> _Sky:
-    th = _norm360(np.asarray(armc, dtype=np.float64).reshape(-1))
-    latitude = np.clip(np.asarray(lat, dtype=np.float64).reshape(-1), -90.0 + _VERY_SMALL, 90.0 - _VERY_SMALL)
-    eps = np.asarray(obliquity, dtype=np.float64).reshape(-1)
+    th = _norm360(_angles("armc", armc, None, -np.inf, np.inf))
+    n = th.shape[0]
+    # At the poles themselves, 1e-10° short of them (as swehouse.c): every formula stays finite.
+    latitude = np.clip(_angles("lat", lat, n, -90.0, 90.0), -90.0 + _VERY_SMALL, 90.0 - _VERY_SMALL)
+    eps = _angles("obliquity", obliquity, n, 0.0, 45.0)
     sin_eps, cos_eps = _sin(eps), _cos(eps)
     mc = _norm360(np.degrees(np.arctan2(_sin(th), _cos(th) * cos_eps)))
     horizon_east = _ecliptic_crossing(th + 90.0, latitude, sin_eps, cos_eps)
@@ -382,8 +401,9 @@ def _result(
 
 def houses_from_armc(armc: ArrayLike, lat: ArrayLike, obliquity: ArrayLike, system: str) -> HouseCusps:
     """Cusps of ``system`` for N charts given the ARMC (apparent sidereal time · 15 + east longitude), the
-    geographic latitude and the true obliquity, degrees, N each (as swe_houses_armc). Inputs are trusted: validate
-    them first (:func:`aspects_app.ephemeris.compute_houses` does); only ``system`` is checked here."""
+    geographic latitude and the true obliquity, degrees, N each or a number for all (as swe_houses_armc).
+    FieldError, naming the argument, for an unknown system, values that are not finite or out of range (lat beyond
+    ±90°, obliquity outside [0°, 45°]) and mismatched lengths."""
     system = check_system(system)
     sky = _sky(armc, lat, obliquity)
     if system in ("porphyry", "placidus", "koch"):

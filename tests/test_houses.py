@@ -287,3 +287,20 @@ def test_house_of_refuses_bad_longitudes(longitudes: NDArray[Any]) -> None:
     with pytest.raises(FieldError) as error:
         houses.house_of(longitudes)
     assert error.value.field == "longitudes"
+
+
+@pytest.mark.parametrize(
+    ("armc", "lat", "obliquity", "field"),
+    [
+        ([float("inf")], [10.0], [23.4], "armc"),
+        ([[1.0]], [10.0], [23.4], "armc"),
+        ([10.0], [-90.5], [23.4], "lat"),
+        ([10.0, 20.0], [10.0], [23.4, 23.4], "lat"),
+        ([10.0], [10.0], [float("nan")], "obliquity"),
+        ([10.0], [10.0], [50.0], "obliquity"),
+    ],
+)
+def test_houses_from_armc_refuses_bad_angles(armc: Any, lat: Any, obliquity: Any, field: str) -> None:
+    with pytest.raises(FieldError) as error:
+        houses_from_armc(armc, lat, obliquity, "porphyry")
+    assert error.value.field == field
