@@ -164,8 +164,11 @@ def check_aspects(
         p2 = _point_index(p2_raw, second, f"{where}.p2")
         if not isinstance(aspect, str) or aspect not in ASPECT_ANGLES:
             raise FieldError(f"{where}.aspect", f"unknown aspect {aspect!r}")
-        if movement is not None and movement not in MOVEMENTS:
-            raise FieldError(f"{where}.movement", f"must be one of {', '.join(MOVEMENTS)}")
+        if movement is not None:
+            # kerykeion writes "Applying"; the engine "applying".
+            movement = movement.lower() if isinstance(movement, str) else movement
+            if movement not in MOVEMENTS:
+                raise FieldError(f"{where}.movement", f"must be one of {', '.join(MOVEMENTS)}")
         pair = (min(p1, p2), max(p1, p2)) if natal else (p1, p2)
         if natal and p1 == p2:
             raise FieldError(where, "joins a point to itself")
