@@ -250,15 +250,21 @@ def _figures(codes: npt.NDArray[np.uint8]) -> Iterator[Found]:
         yield from _quadruple_figures(codes, _combinations(num_points, 4))
 
 
-def _pair_tests(codes: npt.NDArray[np.uint8], combos: npt.NDArray[np.intp]) -> dict[tuple[int, int], Any]:
-    """For every pair of positions (r < s) of the combinations, the (n, C) codes of that point pair."""
-    k = combos.shape[1]
-    return {(r, s): codes[:, combos[:, r], combos[:, s]] for r in range(k) for s in range(r + 1, k)}
+class _PairTests:
+    """For every pair of positions (r, s) of the combinations, the (n, C) codes of that point pair, and each
+    ``code ==`` test on them computed once (kite and rectangle roles reuse the same tests many times)."""
 
+    def __init__(self, codes: npt.NDArray[np.uint8], combos: npt.NDArray[np.intp]) -> None:
+        k = combos.shape[1]
+        self._codes = {(r, s): codes[:, combos[:, r], combos[:, s]] for r in range(k) for s in range(r + 1, k)}
+        self._tests: dict[tuple[int, int, int], npt.NDArray[np.bool_]] = {}
 
-def _is(pairs: dict[tuple[int, int], Any], r: int, s: int, code: int) -> npt.NDArray[np.bool_]:
-    result: npt.NDArray[np.bool_] = pairs[(r, s) if r < s else (s, r)] == code
-    return result
+    def __call__(self, r: int, s: int, code: int) -> npt.NDArray[np.bool_]:
+        key = (min(r, s), max(r, s), code)
+        test = self._tests.get(key)
+        if test is None:
+            test = self._tests[key] = self._codes[key[:2]] == code
+        return test
 
 
 def _hits(mask: npt.NDArray[np.bool_], combos: npt.NDArray[np.intp], order: Sequence[int], code: int) -> Found:
@@ -267,36 +273,36 @@ def _hits(mask: npt.NDArray[np.bool_], combos: npt.NDArray[np.intp], order: Sequ
 
 
 def _triple_figures(codes: npt.NDArray[np.uint8], triples: npt.NDArray[np.intp]) -> Iterator[Found]:
-    pairs = _pair_tests(codes, triples)
-    trine = _is(pairs, 0, 1, TRINE) & _is(pairs, 0, 2, TRINE) & _is(pairs, 1, 2, TRINE)
+    is_ = _PairTests(codes, triples)
+    trine = is_(0, 1, TRINE) & is_(0, 2, TRINE) & is_(1, 2, TRINE)
     yield _hits(trine, triples, (0, 1, 2), GRAND_TRINE)
     for base1, base2, apex in _APEX_ROLES:
-        t_square = _is(pairs, base1, base2, OPPOSITION) & _is(pairs, base1, apex, SQUARE)
-        t_square &= _is(pairs, base2, apex, SQUARE)
+        t_square = is_(base1, base2, OPPOSITION) & is_(base1, apex, SQUARE)
+        t_square &= is_(base2, apex, SQUARE)
         yield _hits(t_square, triples, (base1, base2, apex), T_SQUARE)
-        yod = _is(pairs, base1, base2, SEXTILE) & _is(pairs, base1, apex, QUINCUNX)
-        yod &= _is(pairs, base2, apex, QUINCUNX)
+        yod = is_(base1, base2, SEXTILE) & is_(base1, apex, QUINCUNX)
+        yod &= is_(base2, apex, QUINCUNX)
         yield _hits(yod, triples, (base1, base2, apex), YOD)
 
 
 def _quadruple_figures(codes: npt.NDArray[np.uint8], quads: npt.NDArray[np.intp]) -> Iterator[Found]:
-    pairs = _pair_tests(codes, quads)
+    is_ = _PairTests(codes, quads)
     for w, x, y, z in _CYCLES:
-        diagonals = _is(pairs, w, y, OPPOSITION) & _is(pairs, x, z, OPPOSITION)
+        diagonals = is_(w, y, OPPOSITION) & is_(x, z, OPPOSITION)
         if not diagonals.any():
             continue
-        cross = diagonals & _is(pairs, w, x, SQUARE) & _is(pairs, x, y, SQUARE)
-        cross &= _is(pairs, y, z, SQUARE) & _is(pairs, z, w, SQUARE)
+        cross = diagonals & is_(w, x, SQUARE) & is_(x, y, SQUARE)
+        cross &= is_(y, z, SQUARE) & is_(z, w, SQUARE)
         yield _hits(cross, quads, (w, x, y, z), GRAND_CROSS)
         # Opposite sides of the rectangle alike: sextile, trine, sextile, trine around it (from either side).
-        sextile_first = _is(pairs, w, x, SEXTILE) & _is(pairs, y, z, SEXTILE)
-        sextile_first &= _is(pairs, x, y, TRINE) & _is(pairs, z, w, TRINE)
-        trine_first = _is(pairs, w, x, TRINE) & _is(pairs, y, z, TRINE)
-        trine_first &= _is(pairs, x, y, SEXTILE) & _is(pairs, z, w, SEXTILE)
+        sextile_first = is_(w, x, SEXTILE) & is_(y, z, SEXTILE)
+        sextile_first &= is_(x, y, TRINE) & is_(z, w, TRINE)
+        trine_first = is_(w, x, TRINE) & is_(y, z, TRINE)
+        trine_first &= is_(x, y, SEXTILE) & is_(z, w, SEXTILE)
         yield _hits(diagonals & (sextile_first | trine_first), quads, (w, x, y, z), MYSTIC_RECTANGLE)
     for opposed, u, v, tail in _KITE_ROLES:
-        kite = _is(pairs, opposed, tail, OPPOSITION) & _is(pairs, tail, u, SEXTILE) & _is(pairs, tail, v, SEXTILE)
-        kite &= _is(pairs, opposed, u, TRINE) & _is(pairs, opposed, v, TRINE) & _is(pairs, u, v, TRINE)
+        kite = is_(opposed, tail, OPPOSITION) & is_(tail, u, SEXTILE) & is_(tail, v, SEXTILE)
+        kite &= is_(opposed, u, TRINE) & is_(opposed, v, TRINE) & is_(u, v, TRINE)
         yield _hits(kite, quads, (opposed, u, v, tail), KITE)
 
 
