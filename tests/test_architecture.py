@@ -79,7 +79,7 @@ def test_the_cycle_finder_finds_one() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("layer", ["aspects_app.engine", "aspects_app.ephemeris"])
+@pytest.mark.parametrize("layer", ["aspects_app.engine", "aspects_app.ephemeris", "aspects_app.pictures"])
 def test_the_numeric_layers_never_import_django(layer: str) -> None:
     paths = [p for p in PACKAGE.rglob("*.py") if module_name(p).startswith(layer)]
     assert paths

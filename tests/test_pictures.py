@@ -278,6 +278,16 @@ def test_engine_records_draw_directly() -> None:
         assert len(with_class(root, "aspect", "line")) == len(records) > 0
 
 
+def test_numpy_arrays_from_the_engine_and_the_ephemeris_are_accepted() -> None:
+    lon = np.array([10.0, 130.0, 250.0])
+    chart = ChartData(np.array(PLANETS[:3]), lon, retrograde=[False, True, False],
+                      cusps=np.arange(12) * 30.0 + 5.0, aspects=[(0, 1, "trine"), (1, 2, "trine")])
+    assert parse(render_wheel(chart)) is not None
+    with pytest.raises(FieldError) as caught:
+        render_wheel(ChartData(PLANETS[:3], lon.reshape(1, 3)))
+    assert caught.value.field == "chart.longitudes"
+
+
 @pytest.mark.parametrize("size", [199, 2001, 0, -600, 600.0, True, "600", None])
 def test_a_bad_size_is_refused_by_name(size: object) -> None:
     for _, render in RENDERERS:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import SupportsFloat
+from typing import Any, SupportsFloat
+
+import numpy as np
+import numpy.typing as npt
 
 from ..engine.aspects import ASPECT_ANGLES
 from ..engine.errors import FieldError
@@ -18,16 +21,18 @@ from ..engine.errors import FieldError
 # engine's record shape. p1 and p2 are point names or indices into the chart's points.
 AspectInput = Sequence[object] | Mapping[str, object]
 MOVEMENTS = ("applying", "separating", "static")
+# Lists or one-dimensional arrays, e.g. a row of ``compute_positions`` or of ``compute_houses(...).cusps``.
+Degrees = Sequence[float] | npt.NDArray[np.floating[Any]]
 
 
 @dataclass(frozen=True)
 class ChartData:
     """One chart as plain data. ``aspects`` are between this chart's own points (natal)."""
 
-    points: Sequence[str]
-    longitudes: Sequence[float]
-    retrograde: Sequence[bool] | None = None
-    cusps: Sequence[float] | None = None  # the 12 house cusps in degrees, house 1 (Ascendant) first
+    points: Sequence[str] | npt.NDArray[np.str_]
+    longitudes: Degrees
+    retrograde: Sequence[bool] | npt.NDArray[np.bool_] | None = None
+    cusps: Degrees | None = None  # the 12 house cusps in degrees, house 1 (Ascendant) first
     aspects: Sequence[AspectInput] = ()
     name: str = ""
 
@@ -81,6 +86,12 @@ def _degrees(value: object, field: str) -> float:
 
 
 def _sequence(value: object, field: str) -> Sequence[object]:
+    """A list, a tuple or a one-dimensional NumPy array (what the engine and the ephemeris hand out)."""
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise FieldError(field, f"must be one-dimensional, not of shape {value.shape}")
+        items: list[object] = value.tolist()
+        return items
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise FieldError(field, "must be a list")
     return value
@@ -149,8 +160,12 @@ def separation_orb(lon1: float, lon2: float, aspect: str) -> float:
 
 
 def check_aspects(
-    raw: object, points_a: Sequence[str], lon_a: Sequence[float], points_b: Sequence[str] | None,
-    lon_b: Sequence[float], field: str,
+    raw: object,
+    points_a: Sequence[str],
+    lon_a: Sequence[float],
+    points_b: Sequence[str] | None,
+    lon_b: Sequence[float],
+    field: str,
 ) -> tuple[AspectMark, ...]:
     """Check aspects between ``points_a`` and ``points_b`` (``None``: natal, within ``points_a``)."""
     natal = points_b is None
