@@ -16,11 +16,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from . import ephemeris
+from .engine import SkyEvents, sky_events
 from .engine.transits import TransitTrack
 from .sky_track import DEFAULT_BODIES, TRACK_PADDING_DAYS
 
@@ -31,7 +33,14 @@ MAX_WINDOWS = 8
 _WINDOW_EXTRA_DAYS = 3
 WINDOW_HOLDS_DAYS = 366
 
-_windows: OrderedDict[tuple[int, tuple[str, ...]], TransitTrack] = OrderedDict()
+
+@dataclass(frozen=True)
+class _Window:
+    track: TransitTrack
+    sky: SkyEvents  # the window's ingresses and stations, found once
+
+
+_windows: OrderedDict[tuple[int, tuple[str, ...]], _Window] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -46,7 +55,23 @@ def track_for(start: datetime, end: datetime, bodies: Sequence[str] | None = Non
     window = _window(first.year, names)
     if window is None:
         return ephemeris.transit_track(start, end, bodies)
-    return _cut(window, first, last)
+    return _cut(window.track, first, last)
+
+
+def sky_for(track: TransitTrack) -> SkyEvents:
+    """:func:`~aspects_app.engine.sky_events` of ``track``, taken from its window's (found once per window) when
+    the track was cut from a cached one."""
+    start = track.start.astype("datetime64[us]").item().replace(tzinfo=UTC)
+    with _lock:
+        window = _windows.get((start.year, track.bodies))
+    if window is None or not window.track.times[0] <= track.times[0] <= track.times[-1] <= window.track.times[-1]:
+        return sky_events(track)
+    sky = window.sky
+    kept = (sky.time >= track.start) & (sky.time < track.end)
+    return SkyEvents(
+        sky.body[kept], sky.kind[kept], sky.time[kept], sky.longitude[kept], sky.sign[kept], sky.retrograde[kept],
+        sky.bodies,
+    )  # fmt: skip
 
 
 def _fits_a_window(start: datetime, end: datetime) -> bool:
@@ -58,7 +83,7 @@ def _fits_a_window(start: datetime, end: datetime) -> bool:
     return end - start <= timedelta(days=WINDOW_HOLDS_DAYS)
 
 
-def _window(year: int, bodies: tuple[str, ...]) -> TransitTrack | None:
+def _window(year: int, bodies: tuple[str, ...]) -> _Window | None:
     """The cached window of two calendar years from 1 January ``year``; None when it would leave the ephemeris
     (the caller then builds the range itself)."""
     key = (year, bodies)
@@ -75,12 +100,13 @@ def _window(year: int, bodies: tuple[str, ...]) -> TransitTrack | None:
         return None
     # Built outside the lock: two threads may build the same window once each, which is harmless.
     track = ephemeris.transit_track(begin, finish, bodies)
+    window = _Window(track, sky_events(track))
     with _lock:
-        _windows[key] = track
+        _windows[key] = window
         _windows.move_to_end(key)
         while len(_windows) > MAX_WINDOWS:
             _windows.popitem(last=False)
-    return track
+    return window
 
 
 def _cut(window: TransitTrack, start: datetime, end: datetime) -> TransitTrack:

@@ -100,6 +100,7 @@ def test_private_charts_answer_404_except_to_their_owner(
     assert get_transits(bob_client, private.pk).status_code == 404
     assert get_transits(alice_client, private.pk).status_code == 200
     assert get_transits(alice_client, private.pk + 1000).status_code == 404
+    assert get_transits(alice_client, 2**63).status_code == 404  # past the databases' integers
 
 
 @pytest.mark.parametrize(
@@ -199,7 +200,7 @@ def _events(chart: Chart, count: int, config_hash: str = "c" * 16, day: int = 1)
             ends=base + timedelta(hours=6 * n + 30),
             retrograde=False,
             config_hash=config_hash,
-        )  # fmt: skip
+        )
         for n in range(count)
     ]
 
@@ -253,6 +254,7 @@ def test_stored_events_between_two_moments_a_page_at_a_time(stored: dict[str, Ch
         ({"start": "soon"}, "start"),
         ({"start": "2027-01-02", "end": "2027-01-01"}, "end"),
         ({"chart": "x"}, "chart"),
+        ({"chart": 2**63}, "chart"),
         ({"page_size": 0}, "page_size"),
         ({"charts": 1}, "charts"),
     ],

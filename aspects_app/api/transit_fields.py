@@ -13,6 +13,9 @@ from .. import services
 from ..engine.errors import FieldError
 from ..engine.transits import TRACK_BODIES
 
+# Ids past the databases' signed 64-bit integers cannot name a row (SQLite raises on them): no such chart.
+MAX_CHART_ID = 2**63 - 1
+
 
 @extend_schema_field(
     {

@@ -13,7 +13,7 @@ from ..engine.transits import TRACK_BODIES
 from ..models import TransitEvent
 from ..services import MAX_TRANSIT_DAYS
 from .serializers import AspectSelectionSerializer, RejectUnknownFields
-from .transit_fields import BodyListField, MomentField
+from .transit_fields import MAX_CHART_ID, BodyListField, MomentField
 
 
 class TransitQuerySerializer(RejectUnknownFields, AspectSelectionSerializer):
@@ -62,7 +62,9 @@ class TransitsResponseSerializer(serializers.Serializer[Any]):
 
 
 class TransitEventsQuerySerializer(RejectUnknownFields, serializers.Serializer[Any]):
-    chart = serializers.IntegerField(min_value=1, required=False, help_text="Only this chart's events.")
+    chart = serializers.IntegerField(
+        min_value=1, max_value=MAX_CHART_ID, required=False, help_text="Only this chart's events."
+    )
     start = MomentField(required=False, help_text="Events exact at or after this moment.")
     end = MomentField(required=False, help_text="Events exact before this moment.")
     page = serializers.IntegerField(min_value=1, required=False)
