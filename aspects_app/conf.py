@@ -73,6 +73,9 @@ class AspectsSettings:
     # Synastry stores a database row per pair: above this many pairs only staff may ask for it through the API
     # (others: compute_aspects --mode synastry --output FILE).
     max_job_synastry_pairs: int | None = 100_000
+    # House system of chart payloads, stored cusps and pictures (aspects_app.houses.HOUSE_SYSTEMS); a request may
+    # ask for another with ?houses=.
+    house_system: str = "placidus"
 
 
 # The documented defaults by key, as a host writes them in settings.ASPECTS.

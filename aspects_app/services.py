@@ -38,6 +38,7 @@ from .engine.aspects import ASPECT_ANGLES, ASPECT_NAMES, ORB_PRESETS, STANDARD_P
 from .engine.errors import FieldError
 from .engine.transit_events import SIGNS, SKY_EVENT_KINDS
 from .engine.transits import TRACK_BODIES, TRANSIT_ORBS
+from .houses import HouseCusps
 from .models import AspectResult, Chart, ChartQuerySet, Match, TransitEvent, id_batches, stacked_positions
 from .profiling import silk_profile
 from .sky_track import TRACK_PADDING_DAYS
@@ -321,6 +322,20 @@ _EPHEMERIS_FIELDS = {"datetimes_utc": "birth_datetime", "lat": "latitude", "lon"
 
 
 @dataclass(frozen=True)
+def chart_houses(chart: Chart, system: str | None = None) -> HouseCusps | None:
+    """House cusps of ``chart`` in ``system`` (the ``HOUSE_SYSTEM`` setting when None), or None for a chart given by
+    positions only: houses need the birth moment and place."""
+    if not chart.has_birth_data or chart.latitude is None or chart.longitude is None:
+        return None
+    try:
+        return ephemeris.compute_houses(
+            [chart.birth_datetime], [chart.latitude], [chart.longitude], system or get_config().house_system
+        )
+    except FieldError as exc:
+        field = "houses" if exc.field == "system" else _EPHEMERIS_FIELDS.get(exc.field, "birth_datetime")
+        raise exc.renamed(field) from exc
+
+
 class ChartInput:
     """Validated input for one chart: birth data, or positions given by the host."""
 
