@@ -170,7 +170,7 @@ def visible_charts_by_field(user: Any, ids: Mapping[str, int]) -> dict[str, Char
 
 
 def visible_charts_by_id(user: Any, ids: Sequence[int], field: str) -> list[Chart]:
-    """The charts ``ids`` in the given order, all visible to ``user``, else a :class:`FieldError` on ``field``
+    """The charts ``ids`` in the given order, all visible to ``user``, else a :class:`ChartNotFound` on ``field``
     listing the ones that are not (unknown and private look the same)."""
     found: dict[int, Chart] = {}
     for batch in id_batches(sorted(set(ids))):
@@ -193,7 +193,8 @@ def visible_chart_ids(user: Any, ids: Sequence[int], field: str) -> list[int]:
 def _check_all_found(ids: Sequence[int], found: Collection[int], field: str) -> None:
     missing = [i for i in ids if i not in found]
     if missing:
-        raise FieldError(field, f"unknown or not visible: {missing[:20]}")
+        # 404, as for a chart named in the path or the query (the schema documents it for these fields too).
+        raise ChartNotFound(field, f"unknown or not visible: {missing[:20]}")
 
 
 @dataclass(frozen=True)

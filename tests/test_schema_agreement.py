@@ -127,3 +127,13 @@ def test_a_budget_too_small_for_one_pair_is_reported_not_refused(
     assert {"fits", "minimum_working_memory_mb"} <= set(
         document["components"]["schemas"]["EstimateResponse"]["required"]
     )
+
+
+def test_request_bodies_say_what_the_server_refuses(document: dict[str, Any]) -> None:
+    """Found by schemathesis' positive_data_acceptance against gunicorn (tests/test_api_live_fuzz.py)."""
+    schemas = document["components"]["schemas"]
+    for name in ("EstimateRequest", "ChartRequest", "PatchedChartRequest", "BulkChartRequest", "JobRequestRequest"):
+        assert schemas[name]["additionalProperties"] is False, name  # unknown fields are 400s
+    assert schemas["BulkChartRequest"]["properties"]["charts"]["minItems"] == 1
+    matches = {p["name"]: p["schema"] for p in operation(document, "charts/{id}/matches/", "get")["parameters"]}
+    assert matches["orbs"]["enum"] == ["default", "all"]  # orbs= (empty) was a schema-valid 400

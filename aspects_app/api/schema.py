@@ -12,6 +12,9 @@ drf-spectacular documents the success answers only, so a client (or schemathesis
 * 429 ``Error`` with ``Retry-After``: the view is throttled, or Basic credentials are accepted (failed logins
   are throttled before any password is hashed).
 
+Request bodies whose serializer refuses unknown fields (``RejectUnknownFields``) are ``additionalProperties:
+false``.
+
 Answers an operation declares itself (``@extend_schema(responses=...)``) are kept; one declared without a body
 gets the error body. Views that render plain text (the Prometheus metrics) document their errors as text.
 """
@@ -24,10 +27,11 @@ from drf_spectacular import openapi
 from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.renderers import JSONRenderer
-from rest_framework.serializers import IntegerField, ListField, Serializer
+from rest_framework.serializers import IntegerField, ListField, ListSerializer, Serializer
 
 from ..conf import get_config
 from .authentication import BasicAuthentication
+from .serializers import RejectUnknownFields
 
 # Query or body fields that name stored charts by id: a chart the caller may not see answers 404.
 CHART_REFERENCE_FIELDS = frozenset({"chart_a", "chart_b", "charts", "with_charts"})
@@ -82,6 +86,22 @@ class AutoSchema(openapi.AutoSchema):
             if code == "429":
                 entry.setdefault("headers", {}).update(RETRY_AFTER)
         return operation
+
+    def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)  # type: ignore[no-untyped-call]
+        # Bodies that refuse unknown fields say so: a schema-valid body with extra keys was answered 400.
+        if direction == "request" and isinstance(serializer, RejectUnknownFields):
+            schema["additionalProperties"] = False
+        # drf-spectacular leaves out a nested list's bounds (``many=True, min_length=...``).
+        for name, field in serializer.fields.items():
+            prop = schema.get("properties", {}).get(name)
+            if isinstance(field, ListSerializer) and prop is not None and prop.get("type") == "array":
+                # The stubs lack DRF 3.14's min_length / max_length on ListSerializer.
+                for attribute, keyword in (("min_length", "minItems"), ("max_length", "maxItems")):
+                    bound = getattr(field, attribute, None)
+                    if bound is not None:
+                        prop[keyword] = bound
+        return schema
 
     def get_filter_backends(self) -> list[Any]:
         # A viewset filters its list action only (drf-spectacular also gave bulk/ the list's query parameters).

@@ -264,7 +264,8 @@ def _time_zones() -> set[str]:
 
 
 class BulkChartSerializer(RejectUnknownFields, serializers.Serializer[Any]):
-    charts = ChartSerializer(many=True)
+    # many=True hands min_length to the ListSerializer (the stubs do not know it); minItems in the schema too.
+    charts = ChartSerializer(many=True, min_length=1)  # type: ignore[call-arg]
 
     def validate_charts(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         limit = get_config().max_charts_per_request
@@ -282,7 +283,12 @@ class BulkChartSerializer(RejectUnknownFields, serializers.Serializer[Any]):
             {
                 "type": "object",
                 "minProperties": 1,
-                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 90, "exclusiveMaximum": True},
+                # Aspect names only, each at most once (OpenAPI 3.0 has no propertyNames).
+                "properties": {
+                    name: {"type": "number", "minimum": 0, "maximum": 90, "exclusiveMaximum": True}
+                    for name in ASPECT_NAMES
+                },
+                "additionalProperties": False,
             },
         ]
     }
@@ -327,7 +333,11 @@ def _aspect_list(value: Any) -> list[str]:
 @extend_schema_field(
     {
         "oneOf": [
-            {"type": "string", "description": "comma-separated aspect names"},
+            {
+                "type": "string",
+                "description": "comma-separated aspect names",
+                "pattern": "^{name}(,{name})*$".format(name="(" + "|".join(ASPECT_NAMES) + ")"),
+            },
             {"type": "array", "items": {"type": "string", "enum": list(ASPECT_NAMES)}, "minItems": 1},
         ]
     }

@@ -33,6 +33,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import jobs, services
+from ..engine.aspects import ORB_PRESETS
 from ..engine.errors import FieldError
 from ..engine.scoring import SCORE_METHODS
 from ..models import BatchRun, Chart
@@ -256,7 +257,9 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
                 "k", {"type": "integer", "minimum": 1, "maximum": s.MAX_K}, description="Number of partners."
             ),
             OpenApiParameter("method", str, enum=list(SCORE_METHODS)),
-            OpenApiParameter("orbs", str, description="Orb preset for the weighted score: default or all."),
+            OpenApiParameter(
+                "orbs", str, enum=list(ORB_PRESETS), description="Orb preset for the weighted score: default or all."
+            ),
             OpenApiParameter("stored", bool, description="1: read the list a batch top-k run stored (no compute)."),
             OpenApiParameter("run", int, description="With stored=1: that job's list (404 if not yours)."),
         ],
