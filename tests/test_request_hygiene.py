@@ -189,3 +189,25 @@ def test_the_natal_query_is_documented_from_its_serializer(schema: dict[str, Any
 def test_the_schema_documents_fold(schema: dict[str, Any]) -> None:
     fold = schema["components"]["schemas"]["ChartRequest"]["properties"]["fold"]
     assert "PEP 495" in fold["description"]
+
+
+BEYOND_64_BITS = 2**63  # names no row; SQLite raised OverflowError (a 500) when it reached a query
+
+
+@pytest.mark.parametrize(
+    "method, path, payload, field",
+    [
+        ("post", "charts/{id}/scores/", {"charts": [BEYOND_64_BITS]}, "charts"),
+        ("post", "jobs/", {"modes": ["natal"], "charts": [BEYOND_64_BITS]}, "charts"),
+        ("post", "jobs/", {"modes": ["natal"], "with_charts": [BEYOND_64_BITS]}, "with_charts"),
+        ("get", f"synastry/?chart_a={BEYOND_64_BITS}&chart_b=1", None, "chart_a"),
+        ("get", f"charts/{{id}}/matches/?stored=1&run={BEYOND_64_BITS}", None, "run"),
+    ],
+)
+def test_an_id_beyond_64_bits_is_a_400_naming_it(
+    alice_client: APIClient, make_chart: ChartFactory, method: str, path: str, payload: Any, field: str
+) -> None:
+    chart = make_chart(is_public=True)
+    url = f"{API}/{path.replace('{id}', str(chart.pk))}"
+    response = alice_client.post(url, payload, format="json") if method == "post" else alice_client.get(url)
+    assert_400(response, field)

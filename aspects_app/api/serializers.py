@@ -25,7 +25,7 @@ from ..engine.scoring import SCORE_METHODS
 from ..engine.validation import MAX_POINTS
 from ..models import Chart
 from ..services import ChartInput
-from .transit_fields import BodyListField, MomentField
+from .transit_fields import MAX_CHART_ID, BodyListField, MomentField
 
 MAX_K = 100
 
@@ -358,8 +358,8 @@ class AspectSelectionSerializer(serializers.Serializer[Any]):
 
 
 class SynastryQuerySerializer(AspectSelectionSerializer):
-    chart_a = serializers.IntegerField(min_value=1)
-    chart_b = serializers.IntegerField(min_value=1)
+    chart_a = serializers.IntegerField(min_value=1, max_value=MAX_CHART_ID)
+    chart_b = serializers.IntegerField(min_value=1, max_value=MAX_CHART_ID)
 
 
 class InlinePositionsSerializer(PositionsSerializer):
@@ -377,7 +377,7 @@ class InlineSynastrySerializer(RejectUnknownFields, AspectSelectionSerializer):
 
 
 class ScoresRequestSerializer(RejectUnknownFields, AspectSelectionSerializer):
-    charts = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1)
+    charts = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_CHART_ID), min_length=1)
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
 
     def validate_charts(self, value: list[int]) -> list[int]:
@@ -487,10 +487,14 @@ class JobRequestSerializer(RejectUnknownFields, AspectSelectionSerializer):
     end = MomentField(required=False, help_text="Transits: end of the range (UTC), excluded.")
     bodies = BodyListField(required=False, help_text="Transits: the transiting bodies (default Sun … Pluto).")
     charts = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, help_text="Group A (default: your charts)."
+        child=serializers.IntegerField(min_value=1, max_value=MAX_CHART_ID),
+        required=False,
+        help_text="Group A (default: your charts).",
     )
     with_charts = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, help_text="Group B (default: within group A)."
+        child=serializers.IntegerField(min_value=1, max_value=MAX_CHART_ID),
+        required=False,
+        help_text="Group B (default: within group A).",
     )
     k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10)
     method = serializers.ChoiceField(choices=SCORE_METHODS, default="discepolo")
@@ -532,7 +536,10 @@ class StoredMatchesQuerySerializer(MatchesQuerySerializer):
         default=False, help_text="Read the stored list of a batch top-k run instead of computing (1 or 0)."
     )
     run = serializers.IntegerField(
-        min_value=1, required=False, help_text="With stored=1: the list of this job (default: the latest list)."
+        min_value=1,
+        max_value=MAX_CHART_ID,  # a larger id names no row (SQLite raised OverflowError on it)
+        required=False,
+        help_text="With stored=1: the list of this job (default: the latest list).",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
