@@ -4,7 +4,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import transit_views, views
+from . import picture_views, transit_views, views
 
 app_name = "aspects_api"
 
@@ -21,6 +21,10 @@ urlpatterns = [
     path("metrics/summary/", views.MetricsSummaryView.as_view(), name="metrics-summary"),
     path("charts/<int:pk>/transits/", transit_views.ChartTransitsView.as_view(), name="chart-transits"),
     path("transit-events/", transit_views.TransitEventListView.as_view(), name="transit-events"),
+    path("charts/<int:pk>/wheel.svg", picture_views.ChartWheelView.as_view(), name="chart-wheel"),
+    path("charts/<int:pk>/aspect-grid.svg", picture_views.ChartAspectGridView.as_view(), name="chart-aspect-grid"),
+    path("synastry/wheel.svg", picture_views.SynastryWheelView.as_view(), name="synastry-wheel"),
+    path("synastry/aspect-grid.svg", picture_views.SynastryAspectGridView.as_view(), name="synastry-aspect-grid"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="aspects_api:schema"), name="docs"),
     *router.urls,
