@@ -279,3 +279,9 @@ def test_the_schema_documents_svg_answers_and_json_errors() -> None:
         assert ("houses" in parameters) == ("wheel" in path)
         if "houses" in parameters:
             assert set(parameters["houses"]["enum"]) == set(HOUSE_SYSTEMS)
+
+
+def test_options_describes_the_view_in_json(anon_client: APIClient, alices: tuple[Chart, Chart]) -> None:
+    response = anon_client.options(f"{API}charts/{alices[0].pk}/wheel.svg")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json" and response.json()["name"]

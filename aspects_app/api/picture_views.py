@@ -60,7 +60,7 @@ class SVGRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        if not isinstance(data, str):  # errors go to the JSON renderer (PictureView.handle_exception)
+        if not isinstance(data, str):  # anything else goes to the JSON renderer (PictureView.finalize_response)
             raise TypeError(f"an SVG document is text, not {type(data).__name__}")
         return data.encode("utf-8")
 
@@ -75,6 +75,8 @@ class PictureView(APIView):
     renderer_classes = [SVGRenderer, JSONRenderer]
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        if request.method == "OPTIONS":  # the view's description, JSON as everywhere in the API
+            return super().perform_content_negotiation(request, force)
         # A success is SVG or nothing: Accept: application/json alone is a 406, not the SVG quoted in JSON.
         svg = SVGRenderer()
         try:
@@ -85,12 +87,13 @@ class PictureView(APIView):
             raise
         return renderer, media_type
 
-    def handle_exception(self, exc: Exception) -> Response:
-        response = super().handle_exception(exc)
-        json = JSONRenderer()
-        self.request.accepted_renderer = json
-        self.request.accepted_media_type = json.media_type
-        return response
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # Only a picture is SVG: errors (an <img> asks for image/*) and OPTIONS' description are the API's JSON.
+        if isinstance(response, Response) and not isinstance(response.data, str):
+            json = JSONRenderer()
+            request.accepted_renderer = json
+            request.accepted_media_type = json.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def query(self, request: Request, serializer_class: type[Serializer[Any]]) -> tuple[dict[str, Any], AspectConfig]:
         query = serializer_class(data=request.query_params)
