@@ -80,7 +80,7 @@ ASGI_APPLICATION = "project.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "project" / "templates"],  # the demo pages (project/demo_views.py)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

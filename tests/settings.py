@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 SECRET_KEY = "aspects-app-tests-not-secret"
@@ -34,6 +35,7 @@ MIDDLEWARE = [
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [Path(__file__).resolve().parent.parent / "project" / "templates"],  # the demo pages
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
