@@ -100,11 +100,12 @@ class ChartAdmin(_ChartAdmin):
         "longitude",
         "time_zone",
         "positions_table",
+        "houses_table",
         "positions_hash",
         "created_at",
         "updated_at",
     ]
-    readonly_fields = ["positions_table", "positions_hash", "created_at", "updated_at"]
+    readonly_fields = ["positions_table", "houses_table", "positions_hash", "created_at", "updated_at"]
     actions = ["recompute_positions"]
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
@@ -127,6 +128,31 @@ class ChartAdmin(_ChartAdmin):
         return format_html(
             "<table><thead><tr><th>point</th><th>sign</th><th>degree in sign</th><th>longitude</th>"
             "<th>speed (°/day)</th><th>retrograde</th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
+
+    @admin.display(description="house cusps")
+    def houses_table(self, chart: Chart) -> SafeString | str:
+        # The cusps stored with the positions (the HOUSE_SYSTEM setting's; computed and stored if missing).
+        if chart.pk is None or chart.positions_problem() is not None:
+            return "—"
+        try:
+            houses = services.chart_houses(chart)
+        except FieldError as exc:
+            return f"{exc.field}: {exc.message}"
+        if houses is None:
+            return "none: the positions were given, not computed from birth data"
+        rows = []
+        for house, cusp in enumerate(houses.cusps[0].tolist(), start=1):
+            sign, degree = zodiac_position(cusp)
+            rows.append((house, sign, degree, f"{cusp:.6f}"))
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        note = " (undefined at this latitude: Porphyry's cusps)" if houses.fallback[0] else ""
+        return format_html(
+            "<p>{}{}</p><table><thead><tr><th>house</th><th>sign</th><th>degree in sign</th><th>cusp</th></tr>"
+            "</thead><tbody>{}</tbody></table>",
+            houses.system,
+            note,
             body,
         )
 

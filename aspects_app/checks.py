@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from aspects_app.conf import get_config
 from aspects_app.engine.backend import BACKEND_NAMES
+from aspects_app.houses import HOUSE_SYSTEMS
 
 BACKENDS = frozenset(BACKEND_NAMES)
 
@@ -49,6 +50,14 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 f"ASPECTS['DEVICE_MEMORY_LIMIT_MB'] is {limit!r}.",
                 hint="Use a positive number of MiB, or None for no cap.",
                 id="aspects_app.E005",
+            )
+        )
+    if config.house_system not in HOUSE_SYSTEMS:
+        errors.append(
+            checks.Error(
+                f"ASPECTS['HOUSE_SYSTEM'] is {config.house_system!r}.",
+                hint=f"Use one of: {', '.join(HOUSE_SYSTEMS)}.",
+                id="aspects_app.E007",
             )
         )
     return errors

@@ -69,6 +69,11 @@ class Chart(models.Model):
     longitudes = models.BinaryField(help_text="Ecliptic longitudes, float64 little-endian, one per point.")
     speeds = models.BinaryField(null=True, blank=True, help_text="Daily speeds, float64, or null.")
     positions_hash = models.CharField(max_length=64, db_index=True, editable=False)
+    # House cusps computed with the positions (same birth data), in the system named; blank/null for charts given
+    # by positions. ``house_cusps``: {"cusps": [12 degrees], "asc", "mc", "fallback", "clockwise"}, JSON floats
+    # round-trip exactly. Charts stored before these fields existed are filled lazily (services.chart_houses).
+    house_system = models.CharField(max_length=16, blank=True, editable=False)
+    house_cusps = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -92,6 +97,9 @@ class Chart(models.Model):
         self.longitudes = lon.tobytes()
         self.speeds = None if spd is None else spd.tobytes()
         self.positions_hash = positions_hash(self.points, lon, spd)
+        # Cusps belong to the positions they were computed with; whoever computes positions from birth data sets
+        # them again (services), positions given by the host have none.
+        self.house_system, self.house_cusps = "", None
 
     def positions_problem(self) -> str | None:
         """Why the stored positions cannot be served (none, or points, longitudes and speeds that disagree), or
@@ -128,7 +136,7 @@ class Chart(models.Model):
         self.check_positions()
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and {"points", "longitudes", "speeds"} & set(update_fields):
-            kwargs["update_fields"] = {*update_fields, "positions_hash"}
+            kwargs["update_fields"] = {*update_fields, "positions_hash", "house_system", "house_cusps"}
         super().save(*args, **kwargs)
 
     @property

@@ -36,6 +36,7 @@ from .engine import (
 )
 from .engine.aspects import ASPECT_ANGLES, ASPECT_NAMES, ORB_PRESETS, STANDARD_POINTS
 from .engine.errors import FieldError
+from .engine.patterns import DEFAULT_STELLIUM_MIN_POINTS, StelliumRule
 from .engine.transit_events import SIGNS, SKY_EVENT_KINDS
 from .engine.transits import TRACK_BODIES, TRANSIT_ORBS
 from .houses import HouseCusps
@@ -322,21 +323,118 @@ def positions_from_birth(
 _EPHEMERIS_FIELDS = {"datetimes_utc": "birth_datetime", "lat": "latitude", "lon": "longitude"}
 
 
-@dataclass(frozen=True)
 def chart_houses(chart: Chart, system: str | None = None) -> HouseCusps | None:
     """House cusps of ``chart`` in ``system`` (the ``HOUSE_SYSTEM`` setting when None), or None for a chart given by
-    positions only: houses need the birth moment and place."""
-    if not chart.has_birth_data or chart.latitude is None or chart.longitude is None:
-        return None
+    positions only: houses need the birth moment and place. The cusps stored with the chart when they are of that
+    system, else computed (and stored, lazily, when they are the setting's: charts saved before cusps were stored,
+    or under another setting)."""
+    return charts_houses([chart], system)[0]
+
+
+def charts_houses(charts: Sequence[Chart], system: str | None = None) -> list[HouseCusps | None]:
+    """:func:`chart_houses` of many charts (a page of a list), those not stored computed in one ephemeris call."""
+    configured = get_config().house_system
+    wanted = configured if system is None else system
+    found: list[HouseCusps | None] = [None] * len(charts)
+    missing: list[int] = []
+    for n, chart in enumerate(charts):
+        if chart.birth_datetime is None or chart.latitude is None or chart.longitude is None:
+            continue
+        stored = _stored_cusps(chart) if chart.house_system == wanted else None
+        if stored is None:
+            missing.append(n)
+        else:
+            found[n] = stored
+    if not missing:
+        return found
+    computed = _houses_from_birth([charts[n] for n in missing], wanted)
+    for row, n in enumerate(missing):
+        found[n] = _house_row(computed, row)
+        if wanted == configured:
+            _store_houses_lazily(charts[n], computed, row)
+    return found
+
+
+def _houses_from_birth(charts: Sequence[Chart], system: str) -> HouseCusps:
     try:
         return ephemeris.compute_houses(
-            [chart.birth_datetime], [chart.latitude], [chart.longitude], system or get_config().house_system
+            [c.birth_datetime for c in charts],  # type: ignore[misc]
+            np.array([c.latitude for c in charts], dtype=np.float64),
+            np.array([c.longitude for c in charts], dtype=np.float64),
+            system,
         )
     except FieldError as exc:
         field = "houses" if exc.field == "system" else _EPHEMERIS_FIELDS.get(exc.field, "birth_datetime")
         raise exc.renamed(field) from exc
 
 
+def _set_houses(chart: Chart, houses: HouseCusps, row: int) -> None:
+    chart.house_system = houses.system
+    chart.house_cusps = {
+        "cusps": houses.cusps[row].tolist(),
+        "asc": float(houses.asc[row]),
+        "mc": float(houses.mc[row]),
+        "fallback": bool(houses.fallback[row]),
+        "clockwise": bool(houses.clockwise[row]),
+    }
+
+
+def _store_houses_lazily(chart: Chart, houses: HouseCusps, row: int) -> None:
+    """Store computed cusps on a chart that had none of this system; only if its positions are still the ones
+    loaded (a concurrent edit recomputed both), and without touching ``updated_at`` (nothing the host set
+    changed)."""
+    _set_houses(chart, houses, row)
+    if chart.pk is not None:
+        Chart.objects.filter(pk=chart.pk, positions_hash=chart.positions_hash).update(
+            house_system=chart.house_system, house_cusps=chart.house_cusps
+        )
+
+
+def _house_row(houses: HouseCusps, row: int) -> HouseCusps:
+    picked = slice(row, row + 1)
+    return _read_only_houses(
+        houses.system, houses.cusps[picked], houses.fallback[picked], houses.asc[picked], houses.mc[picked],
+        houses.clockwise[picked],
+    )  # fmt: skip
+
+
+def _stored_cusps(chart: Chart) -> HouseCusps | None:
+    """The chart's stored cusps as a one-chart HouseCusps; None when there are none or the row holds something
+    else (written around the app): they are then computed again."""
+    stored = chart.house_cusps
+    try:
+        cusps = np.asarray(stored["cusps"], dtype=np.float64)  # type: ignore[index]
+        angles = np.asarray([stored["asc"], stored["mc"]], dtype=np.float64)  # type: ignore[index]
+        flags = [stored["fallback"], stored["clockwise"]]  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        return None
+    if cusps.shape != (12,) or not np.isfinite(cusps).all() or not np.isfinite(angles).all():
+        return None
+    if not all(isinstance(flag, bool) for flag in flags):
+        return None
+    return _read_only_houses(
+        chart.house_system, cusps[None, :], np.asarray([flags[0]]), angles[:1], angles[1:], np.asarray([flags[1]])
+    )
+
+
+def _read_only_houses(
+    system: str,
+    cusps: npt.NDArray[np.float64],
+    fallback: npt.NDArray[np.bool_],
+    asc: npt.NDArray[np.float64],
+    mc: npt.NDArray[np.float64],
+    clockwise: npt.NDArray[np.bool_],
+) -> HouseCusps:
+    floats = [np.array(values, dtype=np.float64) for values in (cusps, asc, mc)]
+    flags = [np.array(values, dtype=np.bool_) for values in (fallback, clockwise)]
+    for array in (*floats, *flags):
+        array.setflags(write=False)
+    return HouseCusps(
+        cusps=floats[0], system=system, fallback=flags[0], asc=floats[1], mc=floats[2], clockwise=flags[1]
+    )
+
+
+@dataclass(frozen=True)
 class ChartInput:
     """Validated input for one chart: birth data, or positions given by the host."""
 
@@ -391,8 +489,11 @@ def _fill_positions(charts: Sequence[Chart]) -> None:
         [c.latitude for c in charts],  # type: ignore[misc]
         [c.longitude for c in charts],  # type: ignore[misc]
     )
+    # The cusps with the positions, from the same birth data, in the setting's system.
+    houses = _houses_from_birth(charts, get_config().house_system)
     for n, chart in enumerate(charts):
         chart.set_positions(positions.points, positions.longitudes[n], positions.speeds[n])
+        _set_houses(chart, houses, n)
 
 
 def fill_positions_from_birth(chart: Chart) -> None:
@@ -736,6 +837,68 @@ def warm_natal(chart_ids: Sequence[int], config: AspectConfig, batch_size: int =
             cache.set_many(payloads)
             counts["computed"] += len(group)
     return counts
+
+
+# -- patterns -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatternsResult:
+    """Aspect patterns of a chart (or of a pair's combined points): records ``pattern`` and ``points`` (names),
+    synastry adds ``sides`` (``"a"``/``"b"`` per point). Stellia by sign when ``stellium_span`` is None."""
+
+    points: tuple[str, ...]
+    config: AspectConfig
+    stellium_span: float | None
+    patterns: list[dict[str, Any]]
+    cached: bool
+    source: str  # "local", "shared" or "computed"
+
+
+def chart_patterns(chart: Chart, config: AspectConfig, stellium_span: float | None = None) -> PatternsResult:
+    """Grand trines, T-squares, grand crosses, yods, kites, mystic rectangles and stellia of ``chart``'s points
+    under ``config`` (docs/patterns.md), through the result cache with per-chart keys (as natal aspects)."""
+    return _cached_patterns("patterns", config, stellium_span, chart)
+
+
+def synastry_patterns(
+    chart_a: Chart, chart_b: Chart, config: AspectConfig, stellium_span: float | None = None
+) -> PatternsResult:
+    """The patterns of both charts' points together that have points of each (a figure within one chart is its
+    natal pattern), from both natal aspect sets and the synastry aspects."""
+    if tuple(chart_a.points) != tuple(chart_b.points):
+        raise FieldError("chart_b", f"chart_b has points {chart_b.points} but chart_a has {chart_a.points}")
+    return _cached_patterns("synastry-patterns", config, stellium_span, chart_a, chart_b)
+
+
+def _cached_patterns(kind: str, config: AspectConfig, stellium_span: float | None, *charts: Chart) -> PatternsResult:
+    try:
+        rule = StelliumRule.make(stellium_span, DEFAULT_STELLIUM_MIN_POINTS)
+    except FieldError as exc:
+        raise exc.renamed("stellium_span") from exc
+    variant = hashlib.sha256(json.dumps([config.config_hash(), rule.span]).encode()).hexdigest()[:16]
+    key = result_key(kind, variant, ENGINE_VERSION, *((c.pk, c.positions_hash) for c in charts))
+    payload, source = result_cache().get_or_compute(key, lambda: _patterns_payload(config, rule.span, charts))
+    metrics.CACHE_LOOKUPS.labels(level=source).inc()
+    records: list[dict[str, Any]] = json.loads(payload)
+    return PatternsResult(tuple(charts[0].points), config, rule.span, records, source != "computed", source)
+
+
+def _patterns_payload(config: AspectConfig, stellium_span: float | None, charts: Sequence[Chart]) -> bytes:
+    calc = calculator(config)
+    points = tuple(charts[0].points)
+    rows = [c.longitude_array[None, :] for c in charts]
+    try:
+        with engine_call(calc, "patterns") as record:
+            if len(rows) == 1:
+                found = calc.patterns(rows[0], points=points, stellium_span=stellium_span)
+            else:
+                found = calc.synastry_patterns(rows[0], rows[1], points=points, stellium_span=stellium_span)
+            record(charts=len(rows), pairs=1, hits=len(found))
+    except FieldError as exc:
+        raise _request_error(exc, "orbs") from exc
+    records = [{k: v for k, v in r.items() if k != "i"} for r in found.to_records(point_names=True)]
+    return json.dumps(records, separators=(",", ":")).encode()
 
 
 # -- transits --------------------------------------------------------------------------------------------------

@@ -534,7 +534,12 @@ def test_patch_position_input_replaces_positions(alice_client: APIClient, born: 
         chart_url(pk), {"position_input": {"points": ["Sun", "Moon"], "longitudes": [0.0, 90.0]}}, format="json"
     )
     assert response.status_code == 200, response.json()
-    assert response.json()["positions"] == {"Sun": {"lon": 0.0, "speed": None}, "Moon": {"lon": 90.0, "speed": None}}
+    positions = response.json()["positions"]
+    assert {name: (p["lon"], p["speed"], p["sign"]) for name, p in positions.items()} == {
+        "Sun": (0.0, None, "Aries"),
+        "Moon": (90.0, None, "Cancer"),
+    }
+    assert response.json()["houses"] is None  # given positions: no birth data, no houses
     assert AspectResult.objects.count() == 0  # the synastry row where it was chart_b went too
     natal = alice_client.get(chart_url(pk, "natal")).json()
     assert [(a["p1"], a["p2"], a["aspect"]) for a in natal["aspects"]] == [("Sun", "Moon", "square")]

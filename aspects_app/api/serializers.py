@@ -14,7 +14,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import ephemeris
+from .. import ephemeris, services
 from ..conf import get_config
 from ..engine.aspects import ASPECT_NAMES, ORB_PRESETS, STANDARD_POINTS
 from ..engine.backend import BACKEND_NAMES
@@ -23,6 +23,8 @@ from ..engine.errors import FieldError
 from ..engine.hits import MOVEMENTS
 from ..engine.scoring import SCORE_METHODS
 from ..engine.validation import MAX_POINTS
+from ..engine.zodiac import ELEMENTS, MODALITIES, SIGN_NAMES, zodiac_positions
+from ..houses import HOUSE_SYSTEMS, HouseCusps
 from ..models import Chart
 from ..services import ChartInput
 from .transit_fields import MAX_CHART_ID, BodyListField, MomentField
@@ -163,6 +165,7 @@ class ChartSerializer(RejectUnknownFields, serializers.ModelSerializer[Chart]):
         "the change) and 1 the second (in a gap: the offset after).",
     )
     positions = serializers.SerializerMethodField()
+    houses = serializers.SerializerMethodField()
     owner = serializers.SerializerMethodField()
     position_input = PositionsSerializer(
         required=False, write_only=True, source="*", help_text="Positions instead of birth data."
@@ -181,6 +184,7 @@ class ChartSerializer(RejectUnknownFields, serializers.ModelSerializer[Chart]):
             "time_zone",
             "fold",
             "positions",
+            "houses",
             "position_input",
             "positions_hash",
             "created_at",
@@ -193,20 +197,93 @@ class ChartSerializer(RejectUnknownFields, serializers.ModelSerializer[Chart]):
             "type": "object",
             "additionalProperties": {
                 "type": "object",
-                "properties": {"lon": {"type": "number"}, "speed": {"type": "number", "nullable": True}},
+                "properties": {
+                    "lon": {"type": "number"},
+                    "speed": {"type": "number", "nullable": True},
+                    "sign": {"type": "string", "enum": list(SIGN_NAMES)},
+                    "sign_degree": {"type": "number", "description": "Degrees within the sign, [0, 30)."},
+                    "dms": {"type": "string", "description": "Degree within the sign as text: 12°34′56″ Leo."},
+                    "element": {"type": "string", "enum": list(ELEMENTS)},
+                    "modality": {"type": "string", "enum": list(MODALITIES)},
+                    "retrograde": {"type": "boolean", "description": "Speed below zero (false without speeds)."},
+                    "house": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 12,
+                        "description": "Only when the chart has houses (birth data).",
+                    },
+                },
+                "required": ["lon", "speed", "sign", "sign_degree", "dms", "element", "modality", "retrograde"],
             },
         }
     )
-    def get_positions(self, chart: Chart) -> dict[str, dict[str, float | None]]:
+    def get_positions(self, chart: Chart) -> dict[str, dict[str, Any]]:
         # A row that could not have been saved by the app (written around it, say with raw SQL) shows no
         # positions rather than failing the whole page.
         if chart.positions_problem() is not None:
             return {}
-        speeds = chart.speed_array
-        return {
-            name: {"lon": float(lon), "speed": None if speeds is None else float(speeds[n])}
-            for n, (name, lon) in enumerate(zip(chart.points, chart.longitude_array.tolist(), strict=True))
+        longitudes, speeds = chart.longitude_array, chart.speed_array
+        zodiac = zodiac_positions(longitudes[None, :], None if speeds is None else speeds[None, :], chart.points)
+        houses = self._houses(chart)
+        numbers = None if houses is None else houses.house_of(longitudes[None, :])[0].tolist()
+        signs, dms = zodiac.sign_names()[0].tolist(), zodiac.dms_text()[0].tolist()
+        elements, modalities = zodiac.element[0].tolist(), zodiac.modality[0].tolist()
+        positions: dict[str, dict[str, Any]] = {}
+        for n, (name, lon) in enumerate(zip(chart.points, longitudes.tolist(), strict=True)):
+            point: dict[str, Any] = {
+                "lon": float(lon),
+                "speed": None if speeds is None else float(speeds[n]),
+                "sign": signs[n],
+                "sign_degree": float(zodiac.degree[0, n]),
+                "dms": dms[n],
+                "element": ELEMENTS[elements[n]],
+                "modality": MODALITIES[modalities[n]],
+                "retrograde": bool(zodiac.retrograde[0, n]),
+            }
+            if numbers is not None:
+                point["house"] = numbers[n]
+            positions[name] = point
+        return positions
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "description": "House cusps (null for a chart given by positions: houses need birth data).",
+            "properties": {
+                "system": {"type": "string", "enum": list(HOUSE_SYSTEMS)},
+                "cusps": {
+                    "type": "array",
+                    "items": {"type": "number"},
+                    "minItems": 12,
+                    "maxItems": 12,
+                    "description": "Longitudes opening houses 1 to 12, degrees.",
+                },
+                "fallback": {
+                    "type": "boolean",
+                    "description": "The system is undefined here (Placidus, Koch in polar latitudes): Porphyry's.",
+                },
+            },
+            "required": ["system", "cusps", "fallback"],
         }
+    )
+    def get_houses(self, chart: Chart) -> dict[str, Any] | None:
+        houses = self._houses(chart)
+        if houses is None:
+            return None
+        return {"system": houses.system, "cusps": houses.cusps[0].tolist(), "fallback": bool(houses.fallback[0])}
+
+    def _houses(self, chart: Chart) -> HouseCusps | None:
+        """The chart's cusps in the requested system (context ``house_system``; None: the setting's), looked up
+        once per chart: a list view hands over a page's, computed together (context ``chart_houses``)."""
+        context = cast(dict[str, Any], self.context)  # the view's dict (typed as a Mapping by the stubs)
+        known: dict[int, HouseCusps | None] = context.setdefault("chart_houses", {})
+        if chart.pk is None or chart.pk not in known:
+            found = services.chart_houses(chart, self.context.get("house_system"))
+            if chart.pk is None:
+                return found
+            known[chart.pk] = found
+        return known[chart.pk]
 
     def get_owner(self, chart: Chart) -> str | None:
         return None if chart.owner is None else chart.owner.get_username()
@@ -355,6 +432,15 @@ class AspectListField(serializers.Field[list[str], Any, list[str], Any]):
 class AspectSelectionSerializer(serializers.Serializer[Any]):
     orbs = OrbsField(required=False, help_text="Preset name (default, all) or {aspect: orb}.")
     aspects = AspectListField(required=False, help_text="Only these aspects (comma-separated in a query).")
+
+
+class ChartHousesQuerySerializer(serializers.Serializer[Any]):
+    houses = serializers.ChoiceField(
+        choices=HOUSE_SYSTEMS,
+        required=False,
+        help_text="House system of the payload's houses and house numbers (default: the HOUSE_SYSTEM setting); "
+        "another system than the stored one is computed on request.",
+    )
 
 
 class SynastryQuerySerializer(AspectSelectionSerializer):

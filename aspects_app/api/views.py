@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.db.models import QuerySet
@@ -22,6 +22,7 @@ from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
+    extend_schema_view,
 )
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
@@ -36,6 +37,7 @@ from .. import jobs, services
 from ..engine.aspects import ORB_PRESETS
 from ..engine.errors import FieldError
 from ..engine.scoring import SCORE_METHODS
+from ..houses import HOUSE_SYSTEMS
 from ..models import BatchRun, Chart
 from . import serializers as s
 from .exceptions import BrokerUnavailable, JobsUnavailable, JobTooLarge, TooManyJobs
@@ -179,6 +181,10 @@ class ChartFilter(filters.FilterSet):
         return queryset.filter(owner=user)
 
 
+@extend_schema_view(
+    list=extend_schema(parameters=[s.ChartHousesQuerySerializer]),
+    retrieve=extend_schema(parameters=[s.ChartHousesQuerySerializer]),
+)
 class ChartViewSet(viewsets.ModelViewSet[Chart]):
     """Charts: birth data and positions. Anonymous users read public charts; writing needs authentication, and
     only the owner (or staff) changes a chart."""
@@ -191,6 +197,35 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
 
     def get_queryset(self) -> QuerySet[Chart]:
         return services.visible_charts(self.request.user).select_related("owner")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        # ?houses= on reads (list, retrieve); payloads of writes show the setting's system.
+        request = getattr(self, "request", None)
+        if getattr(self, "action", None) in ("list", "retrieve") and request and "houses" in request.query_params:
+            query = s.ChartHousesQuerySerializer(data=request.query_params)
+            query.is_valid(raise_exception=True)
+            if "houses" not in query.validated_data:  # given empty: DRF reads a blank query value as absent
+                raise ValidationError({"houses": [f"a house system: {', '.join(HOUSE_SYSTEMS)}"]})
+            context["house_system"] = query.validated_data["houses"]
+        return context
+
+    def paginate_queryset(self, queryset: Any) -> Any:
+        page: list[Chart] | None = super().paginate_queryset(queryset)
+        if page is not None:
+            # A page's cusps at once (one ephemeris call for those not stored in the system asked for).
+            context = self.get_serializer_context()
+            with service_errors():
+                houses = services.charts_houses(page, context.get("house_system"))
+            self._page_houses = {chart.pk: found for chart, found in zip(page, houses, strict=True)}
+        return page
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        serializer = super().get_serializer(*args, **kwargs)
+        page_houses = getattr(self, "_page_houses", None)
+        if page_houses is not None:
+            cast(dict[str, Any], serializer.context).setdefault("chart_houses", {}).update(page_houses)
+        return serializer
 
     def get_throttles(self) -> list[Any]:
         # Every compute and write action; reading charts (list, retrieve) is cheap and paginated.
