@@ -26,7 +26,7 @@ from .. import results
 from ..engine import AspectHits, TopK, TransitEvents
 from ..engine.aspects import ASPECT_NAMES
 from ..engine.hits import MOVEMENTS
-from ..models import AspectResult, Match, TransitEvent
+from ..models import AspectResult, Match
 from .population import Block, Population
 from .spec import BatchError, JobSpec
 
@@ -127,17 +127,9 @@ class DatabaseWriter(Writer):
     def write_transits(self, events: TransitEvents, block: Block) -> int:
         if self.transit_window is None:
             raise BatchError("transit events need the run's range")
-        rows = [
-            TransitEvent(
-                **dict(zip(_TRANSIT_FIELDS, row, strict=True)), config_hash=self.config_hash, run_id=self.run_id
-            )
-            for row in _transit_rows(events, block)
-        ]
+        rows = _transit_rows(events, block)
         chart_ids = block.a.ids[block.rows].tolist()
-        return results.replace_transit_events(chart_ids, self.config_hash, *self.transit_window, rows)
-
-
-_TRANSIT_FIELDS = ("chart_id", "point", "body", "aspect", "exact", "starts", "ends", "retrograde")
+        return results.replace_transit_events(chart_ids, self.config_hash, *self.transit_window, rows, self.run_id)
 
 
 def _transit_rows(events: TransitEvents, block: Block) -> list[list[Any]]:
