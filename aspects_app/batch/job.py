@@ -19,7 +19,15 @@ import numpy as np
 from django.utils import timezone
 
 from .. import calculators, ephemeris, metrics
-from ..engine import AspectHits, BackendUnavailable, MemoryOptimizedVectorizedCalculator, TransitEvents, TransitTrack
+from ..engine import (
+    PATTERN_NAMES,
+    AspectHits,
+    BackendUnavailable,
+    ChartPatterns,
+    MemoryOptimizedVectorizedCalculator,
+    TransitEvents,
+    TransitTrack,
+)
 from ..engine.errors import FieldError
 from ..models import BatchRun
 from .population import Block, PointSetSplit, Population, load_population, split_by_points
@@ -75,7 +83,7 @@ class Computation:
         """Progress units of a block: charts for natal and transits, chart pairs otherwise (each unordered pair
         once within one group)."""
         rows, m = block.rows, len(block.b.ids)
-        if mode in ("natal", "transits"):
+        if mode in ("natal", "transits", "patterns"):
             return rows.stop - rows.start
         if mode == "synastry" and block.within_one_group:
             return sum(m - 1 - r for r in range(rows.start, rows.stop))
@@ -87,7 +95,7 @@ class Computation:
 
     def compute_block(self, mode: str, block: Block, writer: Writer) -> BlockResult:
         result = self.compute(mode, block)
-        hits = len(result) if isinstance(result, AspectHits | TransitEvents) else 0
+        hits = len(result) if isinstance(result, AspectHits | TransitEvents | ChartPatterns) else 0
         return BlockResult(self.units(mode, block), hits, MODE_TABLE[mode].write(writer, result, block))
 
     def block_slices(
@@ -155,6 +163,13 @@ class Computation:
         a, rows = block.a, block.rows
         return self.calculator.transits(a.longitudes[rows], self.track, points=a.points)
 
+    def _patterns(self, block: Block) -> ChartPatterns:
+        a, rows = block.a, block.rows
+        found = self.calculator.patterns(a.longitudes[rows], points=a.points, stellium_span=self.spec.stellium_span)
+        if self.spec.patterns is None:
+            return found
+        return found.select(np.isin(found.pattern, [PATTERN_NAMES.index(name) for name in self.spec.patterns]))
+
 
 def _speeds(population: Population, rows: slice) -> Any:
     return None if population.speeds is None else population.speeds[rows]
@@ -174,6 +189,7 @@ MODE_TABLE: dict[str, Mode] = {
     "scores": Mode(Computation._scores, lambda writer, values, block: writer.write_scores(values, block)),
     "top-k": Mode(Computation._top_k, lambda writer, best, block: writer.write_matches(best, block)),
     "transits": Mode(Computation._transits, lambda writer, events, block: writer.write_transits(events, block)),
+    "patterns": Mode(Computation._patterns, lambda writer, found, block: writer.write_patterns(found, block)),
 }
 
 

@@ -18,15 +18,17 @@ from .. import calculators, services
 from ..conf import get_config
 from ..engine import AspectConfig
 from ..engine.errors import FieldError
+from ..engine.patterns import DEFAULT_STELLIUM_MIN_POINTS, PATTERN_NAMES, StelliumRule
 from ..models import Chart, id_batches
 from .population import split_by_points
 
-MODES: tuple[str, ...] = ("natal", "synastry", "scores", "top-k", "transits")
+MODES: tuple[str, ...] = ("natal", "synastry", "scores", "top-k", "transits", "patterns")
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "npz")
 # The engine's name of each mode's operation (memory plans). The engine plans no memory for transits: it chunks
 # the charts under the budget by itself, and a run's blocks are sized by the rows they store (see job.py).
 OPERATIONS: dict[str, str] = {
     "natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k", "transits": "transits",
+    "patterns": "natal",  # the natal aspects dominate; the search adds bytes_per_chart on the host
 }  # fmt: skip
 UNPLANNED_MODES = frozenset({"transits"})
 
@@ -100,6 +102,9 @@ class JobSpec:
     start: str | None = None
     end: str | None = None
     bodies: list[str] | None = None
+    # Patterns: only these (None: all of PATTERN_NAMES), stellia within this span (None: by sign).
+    patterns: list[str] | None = None
+    stellium_span: float | None = None
 
     def __post_init__(self) -> None:
         settings = get_config()
@@ -112,8 +117,12 @@ class JobSpec:
             self._check_file_output()
         elif "scores" in self.modes:
             raise FieldError("modes", "scores writes a dense matrix: give --output PATH.npz (or .csv / .jsonl)")
+        elif "patterns" in self.modes:
+            # Patterns have no table of their own: they are listings for a file.
+            raise FieldError("output", "patterns are listed to a file: give --output PATH.jsonl or PATH.csv")
         self._check_sizes()
         self._check_transits()
+        self._check_patterns()
         self.config()  # validate orbs and aspects now, not after the first block
 
     def _check_modes(self) -> None:
@@ -161,6 +170,24 @@ class JobSpec:
         self.start, self.end = first.isoformat(), last.isoformat()
         names = services.transit_bodies(self.bodies)
         self.bodies = None if names is None else list(names)
+
+    def _check_patterns(self) -> None:
+        if "patterns" not in self.modes:
+            for name, field in (("patterns", "pattern"), ("stellium_span", "stellium_span")):
+                if getattr(self, name) is not None:
+                    raise FieldError(field, "only with mode patterns")
+            return
+        if self.group_b is not None:
+            raise FieldError("group_b", "patterns take one group of charts (each chart's own aspects)")
+        if self.patterns is not None:
+            # grand_trine reads as grand-trine: shells and Python names prefer underscores.
+            names = [str(name).replace("_", "-") for name in self.patterns]
+            unknown = [name for name in names if name not in PATTERN_NAMES]
+            if unknown or not names:
+                known = ", ".join(PATTERN_NAMES)
+                raise FieldError("pattern", f"unknown or missing pattern(s) {unknown}; known: {known}")
+            self.patterns = list(dict.fromkeys(names))
+        StelliumRule.make(self.stellium_span, DEFAULT_STELLIUM_MIN_POINTS)
 
     @property
     def within_one_group(self) -> bool:

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from django.db import transaction
 
 from .. import results
-from ..engine import AspectHits, TopK, TransitEvents
+from ..engine import AspectHits, ChartPatterns, TopK, TransitEvents
 from ..engine.aspects import ASPECT_NAMES
 from ..engine.hits import MOVEMENTS
 from ..models import AspectResult, Match
@@ -48,6 +48,9 @@ class Writer:
 
     def write_transits(self, events: TransitEvents, block: Block) -> int:
         raise BatchError("this output does not take transit events")
+
+    def write_patterns(self, found: ChartPatterns, block: Block) -> int:
+        raise BatchError("this output does not take aspect patterns")
 
     def flush(self) -> int:
         """Make the written data durable; returns the output's length to record (files)."""
@@ -178,6 +181,8 @@ class FileWriter(Writer):
             return ["chart_a", "chart_b", "score"]
         if self.mode == "transits":
             return ["chart", "point", "body", "aspect", "exact", "starts", "ends", "retrograde"]
+        if self.mode == "patterns":
+            return ["chart", "pattern", "points"]
         head = ["chart"] if self.mode == "natal" else ["chart_a", "chart_b"]
         return [*head, "p1", "p2", "aspect", "orb", "movement"]
 
@@ -223,6 +228,17 @@ class FileWriter(Writer):
         for row in rows:
             row[4:7] = [None if moment is None else moment.isoformat() for moment in row[4:7]]
         return self._write_rows(rows)
+
+    def write_patterns(self, found: ChartPatterns, block: Block) -> int:
+        # One row per pattern; CSV joins its points with ";" (JSON Lines keeps the list).
+        charts = block.a.ids[block.rows][found.i].tolist()
+        joined = self.format == "csv"
+        return self._write_rows(
+            [
+                [chart, record["pattern"], ";".join(record["points"]) if joined else record["points"]]
+                for chart, record in zip(charts, found.to_records(point_names=True), strict=True)
+            ]
+        )
 
     def flush(self) -> int:
         self.handle.flush()

@@ -41,14 +41,16 @@ RUN_PARAMETERS = (
     "start",
     "end",
     "bodies",
+    "pattern",
+    "stellium_span",
 )
 
 
 class Command(BaseCommand):
     help = (
-        "Compute natal aspects, synastry, compatibility scores, top-k matches or transits for a selection of "
-        "charts, in chunks under a memory budget, into the database or a file. Every run is a BatchRun; an "
-        "interrupted run (Ctrl-C, kill, crash) continues with --resume RUN_ID."
+        "Compute natal aspects, synastry, compatibility scores, top-k matches, transits or aspect patterns for a "
+        "selection of charts, in chunks under a memory budget, into the database or a file. Every run is a "
+        "BatchRun; an interrupted run (Ctrl-C, kill, crash) continues with --resume RUN_ID."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -56,8 +58,8 @@ class Command(BaseCommand):
             "--mode",
             action="append",
             choices=jobs.MODES,
-            help="natal, synastry, scores, top-k or transits; repeat for several (run in the order given; transits "
-            "runs alone).",
+            help="natal, synastry, scores, top-k, transits or patterns; repeat for several (run in the order given; "
+            "transits runs alone; patterns lists the charts' aspect patterns to --output FILE).",
         )
         group = parser.add_argument_group("selection (group A; default: all charts)")
         group.add_argument("--ids", help="Comma-separated chart ids.")
@@ -82,6 +84,18 @@ class Command(BaseCommand):
         sky.add_argument("--start", help="Start of the range, ISO date or date-time (UTC unless an offset is given).")
         sky.add_argument("--end", help="End of the range (excluded), as --start.")
         sky.add_argument("--bodies", help="Comma-separated transiting bodies (default: Sun … Pluto).")
+        figures = parser.add_argument_group("patterns (--mode patterns; into .jsonl or .csv, one row per pattern)")
+        figures.add_argument(
+            "--pattern",
+            action="append",
+            help="Only this pattern (grand_trine, t_square, grand_cross, yod, kite, mystic_rectangle, stellium; "
+            "hyphens work too); repeat for several. Default: all.",
+        )
+        figures.add_argument(
+            "--stellium-span",
+            type=float,
+            help="Stellia: 3+ points within this many degrees (0 < span < 360). Default: 3+ points in one sign.",
+        )
         output = parser.add_argument_group("output")
         output.add_argument("--output", default="db", help='"db" (default) or a file path (.jsonl, .csv, .npz).')
         output.add_argument("--format", choices=jobs.FORMATS, help="File format (default: from the extension).")
@@ -175,6 +189,8 @@ class Command(BaseCommand):
             start=options["start"],
             end=options["end"],
             bodies=None if options["bodies"] is None else options["bodies"].split(","),
+            patterns=options["pattern"],
+            stellium_span=options["stellium_span"],
         )
 
     def _selection(self, ids: str | None, owner: str | None, since: str | None, prefix: str) -> jobs.Selection:
