@@ -37,10 +37,21 @@ class ChartSummary:
     matches: list[dict[str, Any]]
 
 
+# How the page names a pattern (the API's names are "t-square", "grand-trine"...).
+PATTERN_LABELS = {"t-square": "T-square", "grand-trine": "grand trine", "grand-cross": "grand cross",
+                  "mystic-rectangle": "mystic rectangle"}  # fmt: skip
+
+
+def _label(point: str) -> str:
+    return point.replace("_", " ")
+
+
 def _summary(user: Any, chart: Chart, config: AspectConfig, k: int) -> ChartSummary:
-    aspects = services.natal_aspects(chart, config).aspects()
+    aspects = [
+        {**a, "p1": _label(a["p1"]), "p2": _label(a["p2"])} for a in services.natal_aspects(chart, config).aspects()
+    ]
     patterns = [
-        {"name": p["pattern"].replace("-", " "), "points": ", ".join(p["points"]).replace("_", " ")}
+        {"name": PATTERN_LABELS.get(p["pattern"], p["pattern"]), "points": ", ".join(map(_label, p["points"]))}
         for p in services.chart_patterns(chart, config).patterns
     ]
     best = services.top_matches(chart, services.match_candidates(user, chart), k, MATCH_METHOD, config)

@@ -13,6 +13,7 @@ from django.test import Client
 from aspects_app import services
 from aspects_app.demo_data import create_demo_charts
 from aspects_app.models import Chart
+from project.demo_views import PATTERN_LABELS
 
 from .conftest import ChartFactory
 
@@ -57,10 +58,11 @@ def test_the_list_shows_a_page_of_public_charts_with_wheels_aspects_patterns_and
     aspects = services.natal_aspects(first, config).aspects()
     section = html.split('<section class="chart">')[1]
     assert f"{len(aspects)} natal aspect" in section
-    assert all(f"{a['p1']} {a['aspect']} {a['p2']}" in section for a in aspects)
+    labels = [f"{a['p1']} {a['aspect']} {a['p2']}".replace("_", " ") for a in aspects]
+    assert all(f"<li>{label} " in section for label in labels)
     patterns = services.chart_patterns(first, config).patterns
     if patterns:
-        assert patterns[0]["pattern"].replace("-", " ") in section
+        assert PATTERN_LABELS.get(patterns[0]["pattern"], patterns[0]["pattern"]) in section
     else:
         assert "<strong>Patterns:</strong>" in section and "none" in section
     best = services.top_matches(first, services.match_candidates(None, first), 3, "discepolo", config)
