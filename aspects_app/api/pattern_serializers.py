@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..engine.patterns import PATTERN_NAMES, SIDES
 from .serializers import AspectSelectionSerializer, NumberField, RejectUnknownFields, SynastryQuerySerializer
 
 
+@extend_schema_field(
+    {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 360, "exclusiveMaximum": True}
+)
 class StelliumSpanField(NumberField):
     """Degrees in (0, 360): a stellium is 3+ points within that arc; absent, 3+ points in one sign."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(min_value=0.0, max_value=360.0, required=False, **kwargs)
+        super().__init__(required=False, **kwargs)  # the bounds are exclusive: checked below
 
     def to_internal_value(self, data: Any) -> float:
         value = super().to_internal_value(data)
