@@ -50,6 +50,7 @@ def main() -> int:
     os.environ["ASPECTS_SQLITE_PATH"] = str(Path(workdir.name) / "db.sqlite3")
     os.environ["ASPECTS_THROTTLE_ANON"] = "off"
     os.environ["DJANGO_DEBUG"] = "0"
+    os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-" + "k" * 50)  # DEBUG off: the demo requires one
     os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
