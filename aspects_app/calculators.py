@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from .conf import get_config
 from .engine import AspectConfig, MemoryOptimizedVectorizedCalculator
+from .engine.harmonic import HarmonicConfig
 
 
 def _build_calculator(
@@ -23,7 +29,26 @@ def _build_calculator(
         working_memory_mb=working_memory_mb,
         chunk_size=chunk_size,
         device_memory_limit_mb=device_memory_limit_mb,
+        harmonic=harmonic_config(),
     )
+
+
+def harmonic_config() -> HarmonicConfig:
+    """The ``HARMONIC`` setting as the engine's configuration (the defaults when None); a bad value is
+    ImproperlyConfigured naming the key."""
+    given: dict[str, Any] = get_config().harmonic or {}
+    unknown = sorted(set(given) - {"harmonics", "point_weights", "pair_emphasis", "dtype"})
+    if unknown:
+        raise ImproperlyConfigured(f"ASPECTS['HARMONIC']: unknown key(s) {', '.join(unknown)}")
+    fields = dict(given)
+    try:
+        if "harmonics" in fields:
+            fields["harmonics"] = {int(h): float(c) for h, c in dict(fields["harmonics"]).items()}
+        if "pair_emphasis" in fields:  # JSON-friendly triples [p, q, e] (dict keys cannot be pairs in settings files)
+            fields["pair_emphasis"] = {(str(p), str(q)): float(e) for p, q, e in fields["pair_emphasis"]}
+        return HarmonicConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"ASPECTS['HARMONIC']: {exc}") from exc
 
 
 MIB = 1 << 20
@@ -98,6 +123,13 @@ def pool_budget_bytes() -> int:
 
 
 shared_calculators = SharedCalculators()
+
+
+@receiver(setting_changed)
+def _forget_calculators(*, setting: str, **kwargs: Any) -> None:
+    # The HARMONIC setting is part of every calculator but not of its key: a change starts them afresh.
+    if setting == "ASPECTS":
+        shared_calculators.clear()
 
 
 def _calculator_settings(backend: str | None, working_memory_mb: float | None) -> tuple[str, float, float | None]:

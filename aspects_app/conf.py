@@ -76,6 +76,23 @@ class AspectsSettings:
     # House system of chart payloads, stored cusps and pictures (aspects_app.houses.HOUSE_SYSTEMS); a request may
     # ask for another with ?houses=.
     house_system: str = "placidus"
+    # The "harmonic" score's settings (aspects_app.engine.harmonic.HarmonicConfig's fields: harmonics {h: c_h},
+    # point_weights, pair_emphasis [[p, q, e], ...], dtype); None: the engine's defaults. Stored features, match
+    # indexes and fresh match lists are versioned by its hash: a change recomputes them lazily.
+    harmonic: dict[str, Any] | None = None
+    # Directory of the harmonic match index files (one per configuration and point set, built by
+    # ``manage.py aspects_index``); None: no index, /matches?method=harmonic always answers exactly.
+    index_path: str | None = None
+    # Kind of index ``aspects_index build`` makes: "hnsw", "ivf" or "exact" (aspects_app.index).
+    index_kind: str = "hnsw"
+    # /matches?method=harmonic answers by an exact product over stored features up to this many visible
+    # candidates (and up to MAX_MATCH_CANDIDATES); above it, from the index when one is built.
+    index_min_candidates: int = 20000
+    # Fresh stored matches: k of the harmonic match lists kept up to date on chart create, edit and delete;
+    # None: off (lists change only by batch runs).
+    fresh_matches_k: int | None = None
+    # True: that upkeep is a Celery task on CPU_QUEUE; False: it runs in the request, after the commit.
+    fresh_matches_celery: bool = False
 
 
 # The documented defaults by key, as a host writes them in settings.ASPECTS.

@@ -312,3 +312,32 @@ class TransitEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chart_id}: {self.body} {self.aspect} {self.point} at {self.exact:%Y-%m-%d %H:%M}"
+
+
+class ChartFeatures(models.Model):
+    """A chart's ``"harmonic"`` feature vectors under one configuration, stored when its positions are, so that
+    matching reads them instead of computing them (:mod:`aspects_app.features`).
+
+    ``config_hash`` is ``HarmonicConfig.config_hash(points)`` (configuration and columns), ``settings_hash`` the
+    same without the columns (which configuration, whatever the chart's points), ``positions_hash`` the chart's
+    positions they came from: a row whose hashes are not the current ones is stale and computed again on use.
+    ``features_a`` / ``features_b`` are F and G (float64 little-endian, ``dimension`` each)."""
+
+    chart = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="harmonic_features")
+    config_hash = models.CharField(max_length=32)
+    settings_hash = models.CharField(max_length=32)
+    positions_hash = models.CharField(max_length=64)
+    format_version = models.PositiveSmallIntegerField()
+    dimension = models.PositiveIntegerField()
+    features_a = models.BinaryField()
+    features_b = models.BinaryField()
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chart", "settings_hash"], name="chart_features_unique"),
+        ]
+        indexes = [models.Index(fields=["config_hash", "chart"])]
+
+    def __str__(self) -> str:
+        return f"features of {self.chart_id} ({self.config_hash})"

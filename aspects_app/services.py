@@ -22,7 +22,7 @@ from django.db.models import F, QuerySet, TextField, Window
 from django.db.models.functions import Cast, RowNumber
 from django.utils.dateparse import parse_date, parse_datetime
 
-from . import ephemeris, metrics, results, transit_windows
+from . import ephemeris, features, live_index, metrics, results, transit_windows
 from .cache import result_cache, result_key
 from .calculators import calculator, shared_calculators
 from .conf import get_config
@@ -458,7 +458,9 @@ def create_charts(owner: Any, inputs: Sequence[ChartInput]) -> list[Chart]:
     for chart in charts:  # bulk_create skips save(), which checks this
         chart.check_positions()
     with transaction.atomic():
-        return Chart.objects.bulk_create(charts) if len(charts) > 1 else [_save(charts[0])]
+        created = Chart.objects.bulk_create(charts) if len(charts) > 1 else [_save(charts[0])]
+        features.store_features(created)  # matching reads them; the live index and fresh lists follow on commit
+        return created
 
 
 def _save(chart: Chart) -> Chart:
@@ -509,6 +511,8 @@ def save_chart(chart: Chart, old_hash: str) -> Chart:
         chart.save()
         if old_hash and chart.positions_hash != old_hash:
             results.invalidate_results(chart)
+        if chart.positions_hash != old_hash:
+            features.store_features([chart])
     return chart
 
 
@@ -751,6 +755,30 @@ def top_matches(
         {"rank": rank + 1, "chart": int(ids[j]), "score": _number(score)}
         for rank, (j, score) in enumerate(zip(best.indices[0].tolist(), best.scores[0].tolist(), strict=True))
     ]
+
+
+def harmonic_matches(user: Any, chart: Chart, k: int) -> list[dict[str, Any]]:
+    """The ``k`` best partners of ``chart`` by the ``"harmonic"`` score among the charts ``user`` may see that
+    have its points, from stored features (never recomputed): an exact matrix-vector product up to
+    ``INDEX_MIN_CANDIDATES`` visible candidates (and ``MAX_MATCH_CANDIDATES``); above, the match index of the
+    configuration when one is built (docs in :mod:`aspects_app.live_index`), else the exact product up to
+    ``MAX_MATCH_CANDIDATES``, and beyond that a 400 on ``k`` as for the other methods."""
+    settings = get_config()
+    candidates = visible_charts(user).exclude(pk=chart.pk)
+    count = candidates.count()
+    own = features.features_of_ids([chart.pk], chart.points, "a")
+    if not len(own):
+        raise FieldError("chart", f"chart {chart.pk} has no usable positions")
+    best: list[tuple[int, float]] | None = None
+    if count > min(settings.index_min_candidates, settings.max_match_candidates):
+        best = live_index.search(candidates, chart, own.features[0], own.config_hash, k)
+    if best is None:
+        if count > settings.max_match_candidates:
+            limit = settings.max_match_candidates
+            raise FieldError("k", f"more than {limit} candidates; use manage.py compute_aspects for this, or build "
+                             "the match index (manage.py aspects_index build)")  # fmt: skip
+        best = features.top_k_against(features.load_features(candidates, chart.points, "b"), own.features[0], k)
+    return [{"rank": rank + 1, "chart": pk, "score": _number(score)} for rank, (pk, score) in enumerate(best)]
 
 
 def _number(value: float | int) -> float | int:

@@ -1,15 +1,19 @@
 """Signal receivers, connected when the app is ready: deleting a chart (through the ORM, the admin or a cascade)
-forgets its cached results; every database connection times its queries for the monitoring middleware."""
+forgets its cached results and takes it out of the loaded match indexes;
+stored harmonic features reach the loaded indexes; every database
+connection times its queries for the monitoring middleware."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.backends.signals import connection_created
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
+from . import live_index
+from .features import features_stored
 from .models import Chart
 from .results import forget_cached
 from .timing import time_query
@@ -19,6 +23,18 @@ from .timing import time_query
 def forget_cached_results(sender: type[Chart], instance: Chart, **kwargs: Any) -> None:
     # Persisted rows go by cascade; cached ones are keyed by the chart's id.
     forget_cached(instance.pk)
+
+
+@receiver(features_stored)
+def follow_new_features(sender: Any, chart_ids: list[int], **kwargs: Any) -> None:
+    # Sent on commit: this process's loaded indexes take the charts.
+    live_index.apply_writes(chart_ids)
+
+
+@receiver(pre_delete, sender=Chart)
+def forget_indexed(sender: type[Chart], instance: Chart, **kwargs: Any) -> None:
+    chart_id = int(instance.pk)
+    transaction.on_commit(lambda: live_index.forget_chart(chart_id))
 
 
 @receiver(connection_created)
