@@ -137,3 +137,19 @@ def test_request_bodies_say_what_the_server_refuses(document: dict[str, Any]) ->
     assert schemas["BulkChartRequest"]["properties"]["charts"]["minItems"] == 1
     matches = {p["name"]: p["schema"] for p in operation(document, "charts/{id}/matches/", "get")["parameters"]}
     assert sorted(matches["orbs"]["enum"]) == ["all", "default"]  # orbs= (empty) was a schema-valid 400
+
+
+@pytest.mark.parametrize("value", ["7.5e-143", "0", "-3", "ten", ""])
+def test_a_page_size_that_is_not_a_positive_integer_is_a_400(alice_client: APIClient, value: str) -> None:
+    """DRF served the default page for any of these; the schema says an integer of at least 1."""
+    response = alice_client.get(f"{API}charts/?page_size={value}")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["page_size"]
+    assert alice_client.get(f"{API}charts/?page_size=1000").status_code == 200  # above 500: pages of 500
+
+
+def test_orbs_in_a_query_is_documented_as_text(document: dict[str, Any]) -> None:
+    """As an object schema, clients spread it over the query (``trine=6``), which the server ignores."""
+    natal = {p["name"]: p for p in operation(document, "charts/{id}/natal/", "get")["parameters"]}
+    assert natal["orbs"]["schema"] == {"type": "string", "enum": ["default", "all"]}
+    assert "JSON" in natal["orbs"]["description"]

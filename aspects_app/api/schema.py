@@ -30,6 +30,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.serializers import IntegerField, ListField, ListSerializer, Serializer
 
 from ..conf import get_config
+from ..engine.aspects import ORB_PRESETS
 from .authentication import BasicAuthentication
 from .serializers import RejectUnknownFields
 
@@ -59,6 +60,14 @@ RETRY_AFTER = {
     "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds until the limit lets a request through."}
 }
 
+# ``orbs`` in a query string: a preset name, or an object as JSON text. Its body schema (a preset or an object)
+# would tell clients to spread the object over the query (``trine=6&square=5``), which the server ignores.
+ORBS_QUERY_PARAMETER: dict[str, Any] = {
+    "schema": {"type": "string", "enum": list(ORB_PRESETS)},
+    "description": "An orb preset (default, all), or an object {aspect: orb} as JSON text: "
+    '``orbs={"trine": 6}`` (URL-encoded).',
+}
+
 DESCRIPTIONS = {
     "400": "Invalid input: the offending fields are named.",
     "401": "Credentials missing or wrong.",
@@ -78,6 +87,9 @@ class AutoSchema(openapi.AutoSchema):
         operation: dict[str, Any] | None = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation is None:
             return None
+        for parameter in operation.get("parameters", []):
+            if parameter.get("in") == "query" and parameter["name"] == "orbs" and "oneOf" in parameter["schema"]:
+                parameter.update(ORBS_QUERY_PARAMETER)
         responses: dict[str, Any] = operation["responses"]
         for code in self._error_codes(operation):
             entry = responses.setdefault(code, {"description": DESCRIPTIONS[code]})

@@ -99,9 +99,31 @@ class IsOwnerOrStaffForWrites(permissions.BasePermission):
 
 
 class ChartPagination(PageNumberPagination):
+    """DRF's page numbers, with ``page_size`` held to what the schema says: an integer of at least 1 (DRF
+    ignored anything else, ``page_size=7.5e-143`` included, and served the default); above 500, pages of 500."""
+
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request: Request) -> int:
+        given = request.query_params.get(self.page_size_query_param)
+        if given is None:
+            return self.page_size
+        try:
+            size = int(given)
+        except ValueError:
+            size = 0
+        if size < 1 or not given.strip().isdigit():
+            raise ValidationError({self.page_size_query_param: ["must be a positive integer"]})
+        return min(size, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] in (self.page_query_param, self.page_size_query_param):
+                parameter["schema"]["minimum"] = 1
+        return parameters
 
 
 class StrictBooleanField(forms.NullBooleanField):
@@ -319,11 +341,8 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
             return Response(self._stored_matches(request, chart, query.validated_data))
         k, method = query.validated_data["k"], query.validated_data["method"]
         with service_errors():
-            if method == "harmonic":  # from stored features, by the match index above INDEX_MIN_CANDIDATES
-                best = services.harmonic_matches(request.user, chart, k)
-            else:
-                candidates = services.match_candidates(request.user, chart)
-                best = services.top_matches(chart, candidates, k, method, _config(query.validated_data))
+            candidates = services.match_candidates(request.user, chart)
+            best = services.top_matches(chart, candidates, k, method, _config(query.validated_data))
         return Response({"chart": chart.pk, "method": method, "k": k, "matches": best})
 
     def _stored_matches(self, request: Request, chart: Chart, query: dict[str, Any]) -> dict[str, Any]:
