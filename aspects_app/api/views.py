@@ -341,8 +341,11 @@ class ChartViewSet(viewsets.ModelViewSet[Chart]):
             return Response(self._stored_matches(request, chart, query.validated_data))
         k, method = query.validated_data["k"], query.validated_data["method"]
         with service_errors():
-            candidates = services.match_candidates(request.user, chart)
-            best = services.top_matches(chart, candidates, k, method, _config(query.validated_data))
+            if method == "harmonic":  # from stored features, by the match index above INDEX_MIN_CANDIDATES
+                best = services.harmonic_matches(request.user, chart, k)
+            else:
+                candidates = services.match_candidates(request.user, chart)
+                best = services.top_matches(chart, candidates, k, method, _config(query.validated_data))
         return Response({"chart": chart.pk, "method": method, "k": k, "matches": best})
 
     def _stored_matches(self, request: Request, chart: Chart, query: dict[str, Any]) -> dict[str, Any]:
