@@ -1,6 +1,6 @@
 """Signal receivers, connected when the app is ready: deleting a chart (through the ORM, the admin or a cascade)
-forgets its cached results and takes it out of the loaded match indexes;
-stored harmonic features reach the loaded indexes; every database
+forgets its cached results and takes it out of the loaded match indexes (and, with FRESH_MATCHES_K, repairs the
+stored lists that held it); stored harmonic features reach the loaded indexes and the fresh lists; every database
 connection times its queries for the monitoring middleware."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
-from . import live_index
+from . import fresh_matches, live_index, tasks
 from .features import features_stored
 from .models import Chart
 from .results import forget_cached
@@ -27,14 +27,22 @@ def forget_cached_results(sender: type[Chart], instance: Chart, **kwargs: Any) -
 
 @receiver(features_stored)
 def follow_new_features(sender: Any, chart_ids: list[int], **kwargs: Any) -> None:
-    # Sent on commit: this process's loaded indexes take the charts.
+    # Sent on commit: this process's loaded indexes take the charts, and the stored lists follow (or a task does).
     live_index.apply_writes(chart_ids)
+    tasks.schedule_refresh(list(chart_ids), [])
 
 
 @receiver(pre_delete, sender=Chart)
-def forget_indexed(sender: type[Chart], instance: Chart, **kwargs: Any) -> None:
+def repair_lists_of_deleted(sender: type[Chart], instance: Chart, **kwargs: Any) -> None:
+    # Before the cascade takes its Match rows: which lists held the chart, repaired once the delete commits.
     chart_id = int(instance.pk)
-    transaction.on_commit(lambda: live_index.forget_chart(chart_id))
+    holders = fresh_matches.holders_of(chart_id) if fresh_matches.enabled_k() else []
+
+    def after_commit() -> None:
+        live_index.forget_chart(chart_id)
+        tasks.schedule_refresh([], holders)
+
+    transaction.on_commit(after_commit)
 
 
 @receiver(connection_created)

@@ -7,7 +7,8 @@ from typing import Any
 
 from celery import Celery, shared_task
 
-from . import distributed
+from . import distributed, fresh_matches
+from .conf import get_config
 from .models import BatchRun
 
 
@@ -19,6 +20,25 @@ def compute_block(self: Any, run_id: int, mode: str, start: int, stop: int) -> s
     except Exception as exc:
         distributed.fail(run_id, f"block {mode} [{start}, {stop}): {exc.__class__.__name__}: {exc}")
         raise
+
+
+@shared_task(acks_late=True, name="aspects_app.refresh_matches")
+def refresh_matches(changed: list[int], repair: list[int], k: int) -> int:
+    """Fresh stored harmonic lists of length ``k`` after charts were created, moved (``changed``) or deleted
+    (``repair``: the lists that held them). Idempotent: a task delivered twice writes the same lists."""
+    return fresh_matches.refresh(changed, repair, k)
+
+
+def schedule_refresh(changed: list[int], repair: list[int]) -> None:
+    """:func:`refresh_matches` as a task on CPU_QUEUE when ``FRESH_MATCHES_CELERY``, else now, inline."""
+    settings = get_config()
+    if settings.fresh_matches_k is None or not (changed or repair):
+        return
+    if settings.fresh_matches_celery:
+        arguments = (changed, repair, settings.fresh_matches_k)
+        refresh_matches.apply_async(arguments, queue=settings.cpu_queue, retry=True, retry_policy=PUBLISH_RETRY)
+    else:
+        fresh_matches.refresh(changed, repair)
 
 
 def celery_app() -> Celery:

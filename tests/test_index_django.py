@@ -265,7 +265,9 @@ def run(*args: str, **options: Any) -> str:
     return out.getvalue()
 
 
-def test_command_builds_keeps_rebuilds_and_reports(crowd: dict[str, list[Chart]], index_settings: dict[str, Any]) -> None:
+def test_command_builds_keeps_rebuilds_and_reports(
+    crowd: dict[str, list[Chart]], index_settings: dict[str, Any]
+) -> None:
     with override_settings(ASPECTS={**index_settings, "INDEX_KIND": "exact"}):
         first = run("build", verbosity=2)
         assert "computed features of" in first and first.count("built:") == 2  # two point sets
