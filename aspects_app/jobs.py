@@ -357,6 +357,8 @@ def visible_jobs(user: Any) -> QuerySet[BatchRun]:
     """The runs ``user`` may see: their own distributed runs; staff see every run, compute_aspects' included."""
     if user.is_staff:
         return BatchRun.objects.all()
+    if not user.is_authenticated:  # anonymous callers own no runs (and AnonymousUser is no owner to filter by)
+        return BatchRun.objects.none()
     return BatchRun.objects.filter(parameters__has_key="distributed", owner=user)
 
 

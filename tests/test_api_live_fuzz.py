@@ -51,6 +51,13 @@ ALLOWED_HOSTS = ["127.0.0.1"]
 DEBUG = False
 ASPECTS = {{"THROTTLE_ANON": None, "THROTTLE_USER": None, "THROTTLE_FAILED_LOGINS": None}}
 CELERY_BROKER_URL = "{broker}"
+# A 500's traceback to the server's log (with DEBUG off Django would only mail it to ADMINS).
+LOGGING = {{
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {{"stderr": {{"class": "logging.StreamHandler"}}}},
+    "loggers": {{"django.request": {{"handlers": ["stderr"], "level": "ERROR"}}}},
+}}
 """
 
 
@@ -85,7 +92,8 @@ def _seed(owner: Any) -> None:
 
 @pytest.fixture
 def live_server_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
-    """gunicorn (2 workers) on the test database, with a broker of its own."""
+    """gunicorn (2 workers) on the test database, with a broker of its own; its log (a 500's traceback) goes to
+    ``server.log`` beside the settings."""
     broker = RedisServer(tmp_path, policy="noeviction")
     (tmp_path / "live_fuzz_settings.py").write_text(SERVER_SETTINGS.format(broker=broker.url))
     env = {
@@ -95,6 +103,7 @@ def live_server_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
         "ASPECTS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
     }
     port = _free_port()
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed with the server
     server = subprocess.Popen(
         [
             sys.executable,
@@ -108,12 +117,12 @@ def live_server_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
             "--timeout",
             "60",
             "--log-level",
-            "warning",
+            "error",
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_listening(port, server)
@@ -121,6 +130,7 @@ def live_server_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        log.close()
         broker.stop()
 
 
@@ -169,13 +179,14 @@ def schemathesis(base_url: str, *extra: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.mark.parametrize("who", ["anonymous", "authenticated"])
-def test_schemathesis_checks_all_pass_against_gunicorn(live_server_url: str, who: str) -> None:
+def test_schemathesis_checks_all_pass_against_gunicorn(live_server_url: str, who: str, tmp_path: Path) -> None:
     user = get_user_model().objects.create_user(username="fuzzer", password=PASSWORD)
     _seed(user)
     extra = session_headers(user) if who == "authenticated" else []
     started = time.monotonic()
     result = schemathesis(live_server_url, *extra)
     seconds = time.monotonic() - started
-    report = result.stdout[-12000:] + result.stderr[-3000:]
+    server_log = (tmp_path / "server.log").read_text(errors="replace")
+    report = result.stdout[-12000:] + result.stderr[-3000:] + "\n--- server log ---\n" + server_log[-6000:]
     print(f"schemathesis --checks all, {who}: exit {result.returncode} in {seconds:.1f} s")
     assert result.returncode == 0, report

@@ -98,6 +98,10 @@ def test_bad_or_hidden_stored_queries(alice: Any, bob: Any, population: dict[str
         response = client_for(alice).get(f"{url}?{query}")
         assert response.status_code == 400 and field in response.json(), (query, response.content)
     assert client_for(bob).get(f"{url}?stored=1&run={run.pk}").status_code == 404  # not bob's job
+    anonymous = client_for(None)
+    anonymous.raise_request_exception = False
+    # A run is nobody's to show anonymously; the owner filter took AnonymousUser and raised (a 500).
+    assert anonymous.get(f"{url}?stored=1&run={run.pk}").status_code == 404
     assert client_for(alice).get(f"{url}?stored=1&run=999999").status_code == 404
     hidden = population["bob_private"][0]
     assert client_for(alice).get(f"{API}/charts/{hidden}/matches/?stored=1").status_code == 404

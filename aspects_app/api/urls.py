@@ -32,4 +32,5 @@ urlpatterns = [
     *router.urls,
     # Last: unknown paths get the API's JSON 404; those without a slash still get APPEND_SLASH's redirect first.
     re_path(r"^.*/$", views.not_found, name="not-found"),
+    re_path(r"^.*\.svg$", views.not_found, name="not-found-svg"),  # charts/-1/wheel.svg: JSON 404, not HTML
 ]
