@@ -82,7 +82,7 @@ def test_an_unknown_path_under_the_prefix_is_a_json_404(settings: Any) -> None:
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]  # as hosts have
     client = APIClient(enforce_csrf_checks=True)
     client.cookies["sessionid"] = "x"  # a browser's cookie must not turn it into CSRF's HTML 403
-    for path in ("jobs/2.5e-181/", "charts/1.5/natal/", "no-such-thing/"):
+    for path in ("jobs/2.5e-181/", "charts/1.5/natal/", "no-such-thing/", "charts/-1/wheel.svg"):
         response = client.delete(f"{API}{path}") if path.startswith("jobs") else client.get(f"{API}{path}")
         assert response.status_code == 404, path
         assert response["Content-Type"] == "application/json", path
