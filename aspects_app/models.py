@@ -331,13 +331,14 @@ class ChartFeatures(models.Model):
     dimension = models.PositiveIntegerField()
     features_a = models.BinaryField()
     features_b = models.BinaryField()
-    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["chart", "settings_hash"], name="chart_features_unique"),
         ]
-        indexes = [models.Index(fields=["config_hash", "chart"])]
+        # A configuration's rows by chart (an index build), and those changed since a moment (an index's delta).
+        indexes = [models.Index(fields=["config_hash", "chart"]), models.Index(fields=["config_hash", "updated_at"])]
 
     def __str__(self) -> str:
         return f"features of {self.chart_id} ({self.config_hash})"
