@@ -214,3 +214,45 @@ def check_shared_state(app_configs: Sequence[AppConfig] | None = None, **kwargs:
             id="aspects_app.W005",
         )
     ]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@checks.register("aspects_app")
+def check_harmonic(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The harmonic score's settings, its match index and the fresh match lists."""
+    from aspects_app.calculators import harmonic_config
+    from aspects_app.index import KINDS
+
+    try:
+        config = get_config()
+    except ImproperlyConfigured:
+        return []  # E000
+    errors: list[checks.CheckMessage] = []
+    try:
+        harmonic_config()
+    except ImproperlyConfigured as exc:
+        hint = "Use HarmonicConfig's fields: harmonics {h: c}, point_weights, pair_emphasis [[p, q, e]], dtype."
+        errors.append(checks.Error(str(exc), hint=hint, id="aspects_app.E008"))
+    bound = config.index_min_candidates
+    if config.index_kind not in KINDS or not (_positive_int(bound) or bound == 0 and not isinstance(bound, bool)):
+        errors.append(
+            checks.Error(
+                f"ASPECTS['INDEX_KIND'] is {config.index_kind!r}, INDEX_MIN_CANDIDATES "
+                f"{config.index_min_candidates!r}.",
+                hint=f"INDEX_KIND: one of {', '.join(KINDS)}; INDEX_MIN_CANDIDATES: an integer >= 0.",
+                id="aspects_app.E009",
+            )
+        )
+    k = config.fresh_matches_k
+    if k is not None and (not _positive_int(k) or k > 100):
+        errors.append(
+            checks.Error(
+                f"ASPECTS['FRESH_MATCHES_K'] is {k!r}.",
+                hint="Use an integer from 1 to 100 (the matches endpoint's k), or None to turn the upkeep off.",
+                id="aspects_app.E010",
+            )
+        )
+    return errors

@@ -296,3 +296,23 @@ def test_command_errors(tmp_path: Path, crowd: dict[str, list[Chart]]) -> None:
             run("status", kind="exact")
     with pytest.raises(CommandError):
         run("compact")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"HARMONIC": {"harmonics": {"0": 1.0}}}, ["aspects_app.E008"]),
+        ({"HARMONIC": {"colour": "red"}}, ["aspects_app.E008"]),
+        ({"INDEX_KIND": "annoy"}, ["aspects_app.E009"]),
+        ({"INDEX_MIN_CANDIDATES": -1}, ["aspects_app.E009"]),
+        ({"INDEX_MIN_CANDIDATES": "many"}, ["aspects_app.E009"]),
+        ({"FRESH_MATCHES_K": 0}, ["aspects_app.E010"]),
+        ({"FRESH_MATCHES_K": 101}, ["aspects_app.E010"]),
+        ({"HARMONIC": {"dtype": "float32"}, "INDEX_MIN_CANDIDATES": 0, "FRESH_MATCHES_K": 10}, []),
+    ],
+)
+def test_system_checks(values: dict[str, Any], expected: list[str]) -> None:
+    from aspects_app.checks import check_harmonic
+
+    with override_settings(ASPECTS=values):
+        assert [m.id for m in check_harmonic()] == expected
