@@ -237,7 +237,7 @@ def check_harmonic(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         hint = "Use HarmonicConfig's fields: harmonics {h: c}, point_weights, pair_emphasis [[p, q, e]], dtype."
         errors.append(checks.Error(str(exc), hint=hint, id="aspects_app.E008"))
     bound = config.index_min_candidates
-    if config.index_kind not in KINDS or not (_positive_int(bound) or bound == 0 and not isinstance(bound, bool)):
+    if config.index_kind not in KINDS or not (_positive_int(bound) or (bound == 0 and not isinstance(bound, bool))):
         errors.append(
             checks.Error(
                 f"ASPECTS['INDEX_KIND'] is {config.index_kind!r}, INDEX_MIN_CANDIDATES "
