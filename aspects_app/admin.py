@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString
 
 from . import services
 from .engine.errors import FieldError
-from .models import AspectResult, BatchRun, Chart, Match
+from .models import AspectResult, BatchRun, Chart, Match, TransitEvent
 
 # django-stubs makes ModelAdmin generic in its model; at run time it takes no type argument.
 if TYPE_CHECKING:
@@ -221,3 +221,14 @@ class MatchAdmin(ReadOnlyAdmin):
     list_filter = ["method"]
     list_select_related = ["chart", "partner", "run"]
     raw_id_fields = ["chart", "partner", "run"]
+
+
+@admin.register(TransitEvent)
+class TransitEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "chart", "body", "aspect", "point", "exact", "retrograde", "run"]
+    list_filter = ["body", "aspect"]
+    list_select_related = ["chart", "run"]
+    raw_id_fields = ["chart", "run"]
+    # Millions of rows: found by their chart (an exact id), not by text.
+    search_fields = ["=chart__id"]
+    search_help_text = "A chart's id."

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from aspects_app import ephemeris, results
 from aspects_app.admin import compact, zodiac_position
-from aspects_app.models import AspectResult, BatchRun, Chart, Match
+from aspects_app.models import AspectResult, BatchRun, Chart, Match, TransitEvent
 
 from .conftest import ChartFactory
 
@@ -126,10 +126,17 @@ def app_rows(make_chart: ChartFactory) -> dict[str, Any]:
     run = BatchRun.objects.create(mode="top-k", parameters={"spec": {"charts": list(range(1, 501)), "k": 5}})
     match = Match.objects.create(chart=a, partner=b, rank=1, score=0.5, method="discepolo", config_hash="c", run=run)
     results.save_results([results.result_row("natal", a.pk, a.pk, "cfg", b"x", 1)])
-    return {"run": run, "match": match, "result": AspectResult.objects.get()}
+    event = TransitEvent.objects.create(
+        chart=a, point="Venus", body="Mars", aspect="square", exact=datetime(2027, 1, 3, tzinfo=UTC), config_hash="c",
+        run=run,
+    )  # fmt: skip
+    return {"run": run, "match": match, "result": AspectResult.objects.get(), "event": event, "other": b}
 
 
-@pytest.mark.parametrize(("model", "key"), [("batchrun", "run"), ("match", "match"), ("aspectresult", "result")])
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [("batchrun", "run"), ("match", "match"), ("aspectresult", "result"), ("transitevent", "event")],
+)
 def test_the_apps_rows_are_read_only(admin_client: Client, app_rows: dict[str, Any], model: str, key: str) -> None:
     row = app_rows[key]
     assert admin_client.get(f"{ADMIN}/{model}/").status_code == 200
@@ -138,6 +145,26 @@ def test_the_apps_rows_are_read_only(admin_client: Client, app_rows: dict[str, A
     assert page.status_code == 200
     assert 'type="submit" value="Save"' not in page.content.decode()
     assert admin_client.post(f"{ADMIN}/{model}/{row.pk}/change/", {"status": "done"}).status_code == 403
+
+
+def test_transit_events_are_listed_by_body_and_aspect_and_found_by_chart(
+    admin_client: Client, app_rows: dict[str, Any]
+) -> None:
+    event = app_rows["event"]
+    TransitEvent.objects.create(
+        chart=app_rows["other"], point="Sun", body="Saturn", aspect="trine", exact=datetime(2027, 2, 1, tzinfo=UTC),
+        config_hash="c",
+    )  # fmt: skip
+
+    def listed(**query: str) -> set[int]:
+        response = admin_client.get(f"{ADMIN}/transitevent/", query)
+        assert response.status_code == 200
+        return {row.pk for row in response.context["cl"].result_list}
+
+    assert len(listed()) == 2
+    assert listed(body__exact="Mars") == listed(aspect__exact="square") == {event.pk}
+    assert listed(q=str(event.chart_id)) == {event.pk}
+    assert listed(q="not an id") == set()
 
 
 def test_run_parameters_are_shown_compactly(admin_client: Client, app_rows: dict[str, Any]) -> None:
