@@ -1118,10 +1118,15 @@ def _sky_records(sky: SkyEvents) -> list[dict[str, Any]]:
 
 
 def stored_transit_events(
-    user: Any, chart_id: int | None = None, start: datetime | None = None, end: datetime | None = None
+    user: Any,
+    chart_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    run_id: int | None = None,
 ) -> QuerySet[TransitEvent]:
     """Stored transit events (batch runs) of the charts ``user`` may see, of ``chart_id`` when given (a chart the
-    caller may not see is :class:`ChartNotFound`), exact in [``start``, ``end``), by chart and time."""
+    caller may not see is :class:`ChartNotFound`), exact in [``start``, ``end``), stored by the run ``run_id``
+    when given (whether the caller may see that run is the job layer's to check), by chart and time."""
     visible = visible_charts(user)
     if chart_id is not None:
         if not visible.filter(pk=chart_id).exists():
@@ -1131,6 +1136,8 @@ def stored_transit_events(
         rows = TransitEvent.objects.filter(chart__in=visible.values("pk"))
     if start is not None and end is not None and end <= start:
         raise FieldError("end", "must be after start")
+    if run_id is not None:
+        rows = rows.filter(run_id=run_id)
     if start is not None:
         rows = rows.filter(exact__gte=start)
     if end is not None:

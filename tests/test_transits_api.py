@@ -10,14 +10,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from rest_framework.test import APIClient
 
 from aspects_app import results, transit_windows
 from aspects_app.engine import TRANSIT_ORBS, AspectConfig, MemoryOptimizedVectorizedCalculator, sky_events
 from aspects_app.ephemeris import transit_track
-from aspects_app.models import Chart, TransitEvent
+from aspects_app.models import BatchRun, Chart, TransitEvent
 
-from .conftest import PLANETS, ChartFactory
+from .conftest import PLANETS, ChartFactory, client_for
 
 START = datetime(2027, 1, 1, tzinfo=UTC)
 END = datetime(2027, 4, 1, tzinfo=UTC)
@@ -256,6 +257,9 @@ def test_stored_events_between_two_moments_a_page_at_a_time(stored: dict[str, Ch
         ({"chart": 2**63}, "chart"),
         ({"page_size": 0}, "page_size"),
         ({"charts": 1}, "charts"),
+        ({"run": "x"}, "run"),
+        ({"run": 0}, "run"),
+        ({"run": 2**63}, "run"),
     ],
 )
 def test_stored_events_bad_filters_are_400s(
@@ -264,6 +268,49 @@ def test_stored_events_bad_filters_are_400s(
     response = list_events(anon_client, **params)
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_stored_events_of_one_run_follow_the_jobs_visibility(
+    stored: dict[str, Chart], make_chart: ChartFactory, alice: Any, bob: Any, staff: Any
+) -> None:
+    def job(owner: Any) -> int:
+        # A job (POST jobs/) is a distributed run; visible to its owner and staff only.
+        return BatchRun.objects.create(mode="transits", owner=owner, parameters={"distributed": {}}).pk
+
+    alices, bobs = job(alice), job(bob)
+    operators = BatchRun.objects.create(mode="transits", parameters={}).pk  # compute_aspects' own run
+    public, bobs_private = stored["public"], make_chart(bob, is_public=False)
+    for run, config_hash, count in ((alices, "a" * 16, 5), (bobs, "b" * 16, 2), (operators, "o" * 16, 1)):
+        for chart in (public, bobs_private):
+            results.replace_transit_events(
+                [chart.pk], config_hash, START, END, _events(chart, count, day=10), run_id=run
+            )
+
+    def runs_listed(user: Any, run: int) -> Any:
+        response = list_events(client_for(user), run=run, page_size=500)
+        if response.status_code != 200:
+            return response.status_code, response.json()
+        return sorted((row["chart"], row["run"]) for row in response.json()["results"])
+
+    # Only that run's rows, of the charts the caller may see (bob's private chart is not alice's to see).
+    assert runs_listed(alice, alices) == [(public.pk, alices)] * 5
+    assert runs_listed(bob, bobs) == sorted([(public.pk, bobs), (bobs_private.pk, bobs)] * 2)
+    assert runs_listed(staff, operators) == sorted([(public.pk, operators), (bobs_private.pk, operators)])
+    # Another user's job, an operator's run, no such run, or an anonymous caller: the same 404, naming run.
+    hidden = {"detail": "run: no such job"}
+    assert runs_listed(alice, bobs) == runs_listed(alice, operators) == (404, hidden)
+    assert runs_listed(alice, 10**9) == runs_listed(None, alices) == (404, hidden)
+    assert list_events(client_for(alice), run=alices, chart=public.pk).json()["count"] == 5
+    assert list_events(client_for(alice), run=alices, chart=bobs_private.pk).status_code == 404
+
+
+def test_the_schema_documents_the_stored_events_filters(anon_client: APIClient) -> None:
+    schema = yaml.safe_load(anon_client.get("/api/aspects/schema/").content)
+    read = schema["paths"]["/api/aspects/transit-events/"]["get"]
+    parameters = {p["name"]: p for p in read["parameters"]}
+    assert {"chart", "start", "end", "run", "page", "page_size"} <= set(parameters)
+    assert parameters["run"]["schema"] == {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+    assert "job" in read["responses"]["404"]["description"]
 
 
 def test_storing_a_block_again_replaces_it(make_chart: ChartFactory) -> None:

@@ -65,6 +65,12 @@ class TransitEventsQuerySerializer(RejectUnknownFields, serializers.Serializer[A
     chart = serializers.IntegerField(
         min_value=1, max_value=MAX_CHART_ID, required=False, help_text="Only this chart's events."
     )
+    run = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_CHART_ID,
+        required=False,
+        help_text="Only the events this job stored (a job the caller may not see: 404).",
+    )
     start = MomentField(required=False, help_text="Events exact at or after this moment.")
     end = MomentField(required=False, help_text="Events exact before this moment.")
     page = serializers.IntegerField(min_value=1, required=False)

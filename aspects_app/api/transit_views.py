@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import services
+from .. import jobs, services
 from . import transit_serializers as ts
 from .throttling import ComputeRateThrottle
 from .transit_fields import MAX_CHART_ID
@@ -60,13 +60,22 @@ class ChartTransitsView(APIView):
         return HttpResponse(body, content_type="application/json")
 
 
+def _visible_run(user: Any, run_id: int) -> None:
+    """A 404 naming ``run`` unless ``user`` may see that job (as ``jobs/{id}/matches/``): the same whether it
+    exists or not, so that run ids reveal nothing."""
+    try:
+        jobs.visible_job(user, run_id)
+    except jobs.JobNotFound as exc:
+        raise NotFound(f"run: {exc.message}") from exc
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class TransitEventListView(APIView):
     """Transit events stored by batch runs (``compute_aspects --mode transits``, jobs), of the charts the
-    caller may see, by chart and exact moment, a page at a time."""
+    caller may see, by chart and exact moment, a page at a time; ``run``: only that job's (one of the caller's)."""
 
     permission_classes = [permissions.AllowAny]
 
@@ -74,15 +83,22 @@ class TransitEventListView(APIView):
         parameters=[ts.TransitEventsQuerySerializer],
         responses={
             200: ts.TransitEventsPageSerializer,
-            404: OpenApiResponse(description="No such chart, or one the caller may not see; or a page past the end."),
+            404: OpenApiResponse(
+                description="No such chart or job, or one the caller may not see; or a page past the end."
+            ),
         },
     )
     def get(self, request: Request) -> Response:
         query = ts.TransitEventsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data: dict[str, Any] = query.validated_data
+        run_id = data.get("run")
+        if run_id is not None:
+            _visible_run(request.user, run_id)
         with service_errors():
-            rows = services.stored_transit_events(request.user, data.get("chart"), data.get("start"), data.get("end"))
+            rows = services.stored_transit_events(
+                request.user, data.get("chart"), data.get("start"), data.get("end"), run_id
+            )
         paginator = ChartPagination()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(ts.StoredTransitEventSerializer(page or [], many=True).data)
