@@ -370,8 +370,9 @@ def visible_job(user: Any, pk: str | int | None) -> BatchRun:
 
 
 def stored_results(run: BatchRun) -> dict[str, Any]:
-    """Where ``run``'s results are: ``matches`` and ``natal`` (database rows, once the run is done) and
-    ``output`` (a file run's path and format, and whether the file is complete; files are never served)."""
+    """Where ``run``'s results are: ``matches``, ``natal`` and ``transit_events`` (database rows, once the run is
+    done) and ``output`` (a file run's path and format, and whether the file is complete; files are never
+    served)."""
     spec = run.parameters.get("spec", {})
     modes = run.mode.split(",")
     done = run.status == BatchRun.Status.DONE
@@ -381,6 +382,7 @@ def stored_results(run: BatchRun) -> dict[str, Any]:
     return {
         "matches": done and in_db and "top-k" in modes,
         "natal": done and in_db and "natal" in modes,
+        "transit_events": done and in_db and "transits" in modes,
         "output": file,
     }
 

@@ -15,16 +15,16 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from aspects_app import distributed, jobs
-from aspects_app.models import BatchRun, Chart, Match
+from aspects_app.models import BatchRun, Chart, Match, TransitEvent
 
 from .conftest import ChartFactory, client_for
 
 API = "/api/aspects"
 
 
-def finished_job(owner: Any, chart_ids: list[int], modes: list[str], k: int = 3) -> BatchRun:
+def finished_job(owner: Any, chart_ids: list[int], modes: list[str], k: int = 3, **spec_fields: Any) -> BatchRun:
     """A job of ``owner``'s, computed block by block here as the workers would (no broker involved)."""
-    spec = jobs.JobSpec(modes=modes, group_a=chart_ids, k=k, backend="numpy")
+    spec = jobs.JobSpec(modes=modes, group_a=chart_ids, k=k, backend="numpy", **spec_fields)
     run = jobs.create(spec, owner=owner, distributed=True)
     # A worker keeps its last run's charts by run id, and SQLite gives a rolled-back test's ids out again.
     distributed._loaded.clear()
@@ -138,6 +138,24 @@ def test_a_jobs_links_resolve_to_its_results(alice: Any, bob: Any, population: d
 
     assert client_for(bob).get(body["links"]["matches"]).status_code == 404
     assert client_for(bob).get(body["links"]["natal"]).status_code == 404
+
+
+def test_a_transits_jobs_link_lists_its_stored_events(alice: Any, bob: Any, population: dict[str, list[int]]) -> None:
+    ids = population["alice"]
+    week = {"start": "2027-01-01T00:00:00+00:00", "end": "2027-01-08T00:00:00+00:00"}
+    run = finished_job(alice, ids, ["transits"], **week)
+    other = finished_job(alice, ids[:2], ["transits"], **week, orbs={"conjunction": 1.0})  # the same charts again
+    client = client_for(alice)
+    body = client.get(f"{API}/jobs/{run.pk}/").json()
+    assert set(body["links"]) == {"self", "transit_events"}
+    link = body["links"]["transit_events"]
+    assert link == f"http://testserver{API}/transit-events/?run={run.pk}"
+    listed = client.get(link + "&page_size=500").json()
+    stored = TransitEvent.objects.filter(run=run)
+    assert listed["count"] == stored.count() == run.rows_written > 0
+    assert {row["run"] for row in listed["results"]} == {run.pk}
+    assert TransitEvent.objects.filter(run=other).exists()  # left out of run's list above
+    assert client_for(bob).get(link).status_code == 404
 
 
 def test_links_appear_only_once_the_job_is_done(alice: Any, population: dict[str, list[int]]) -> None:

@@ -602,7 +602,11 @@ class JobSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    links = serializers.DictField(child=serializers.CharField())
+    links = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="self; once a job that stores rows is done, its results by mode: matches (top-k), natal, "
+        "transit_events (transits: transit-events/?run=ID).",
+    )
 
 
 class BrokerUnavailableSerializer(serializers.Serializer[Any]):
@@ -696,6 +700,7 @@ class QuotaErrorSerializer(serializers.Serializer[Any]):
 
 
 class JobResultsSerializer(JobSerializer):
-    """A job with where its results are: ``links`` (matches, natal: fetchable URLs) and a file run's ``output``."""
+    """A job with where its results are: ``links`` (matches, natal, transit_events: fetchable URLs) and a file
+    run's ``output``."""
 
     output = JobOutputSerializer(allow_null=True)

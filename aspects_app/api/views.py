@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from django import forms
 from django.db.models import QuerySet
@@ -516,6 +517,9 @@ class JobViewSet(viewsets.ViewSet):
         for kind in ("matches", "natal"):
             if stored[kind]:
                 links[kind] = request.build_absolute_uri(reverse(f"aspects_api:job-{kind}", args=[run.pk]))
+        if stored["transit_events"]:  # the stored events' own list, filtered to this job
+            events = reverse("aspects_api:transit-events")
+            links["transit_events"] = request.build_absolute_uri(f"{events}?{urlencode({'run': run.pk})}")
         return {**jobs.describe(run), "links": links, "output": stored["output"]}
 
     @extend_schema(
