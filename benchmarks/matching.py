@@ -18,6 +18,7 @@ checked against a full score matrix sorted by brute force (score descending, the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,11 +33,19 @@ from aspects_app.engine.harmonic import HarmonicConfig  # noqa: E402
 
 
 def rate(calc: MemoryOptimizedVectorizedCalculator, rows: np.ndarray, population: np.ndarray, k: int, method: str,
-         ) -> tuple[float, object]:  # fmt: skip
+         label: str) -> float:  # fmt: skip
+    """Chart pairs per second of one top-k call, printed with its wall time."""
     start = time.perf_counter()
-    top = calc.top_k(rows, population, k=k, method=method, exclude_self=True)
+    calc.top_k(rows, population, k=k, method=method, exclude_self=True)
     seconds = time.perf_counter() - start
-    return rows.shape[0] * population.shape[0] / seconds, top
+    pairs_per_s = rows.shape[0] * population.shape[0] / seconds
+    print(f"{label:<17} {rows.shape[0]:>7,} rows  {seconds:8.2f} s  {pairs_per_s / 1e6:10.1f} M pairs/s", flush=True)
+    return pairs_per_s
+
+
+def load_average() -> str:
+    # The machine is shared: the figures mean little without how busy it was.
+    return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> int:
@@ -56,16 +65,16 @@ def main() -> int:
     options = {"backend": args.backend, "working_memory_mb": args.working_memory_mb}
     double = MemoryOptimizedVectorizedCalculator(**options)  # type: ignore[arg-type]
     single = MemoryOptimizedVectorizedCalculator(harmonic=HarmonicConfig(dtype="float32"), **options)  # type: ignore[arg-type]
-    print(f"population {args.charts:,} charts x 13 points, top-{args.k}, backend {double.backend.name}")
+    print(f"population {args.charts:,} charts x 13 points, top-{args.k}, backend {double.backend.name}, "
+          f"{os.cpu_count()} CPUs, {load_average()}", flush=True)  # fmt: skip
 
-    figures: dict[str, float] = {}
-    figures["harmonic float64"], _ = rate(double, rows, population, args.k, "harmonic")
-    print(f"harmonic float64  {rows.shape[0]:>7,} rows  {figures['harmonic float64'] / 1e6:10.1f} M pairs/s")
-    figures["harmonic float32"], _ = rate(single, rows, population, args.k, "harmonic")
-    print(f"harmonic float32  {rows.shape[0]:>7,} rows  {figures['harmonic float32'] / 1e6:10.1f} M pairs/s")
+    figures = {
+        "harmonic float64": rate(double, rows, population, args.k, "harmonic", "harmonic float64"),
+        "harmonic float32": rate(single, rows, population, args.k, "harmonic", "harmonic float32"),
+    }
     for method in ("discepolo", "weighted"):
-        figures[method], _ = rate(double, subset, population, args.k, method)
-        print(f"{method:<17} {subset.shape[0]:>7,} rows  {figures[method] / 1e6:10.1f} M pairs/s")
+        figures[method] = rate(double, subset, population, args.k, method, method)
+    print(load_average())
     harmonic = figures["harmonic float64"]
     for name in ("harmonic float32", "discepolo", "weighted"):
         print(f"ratio harmonic float64 / {name}: {harmonic / figures[name]:.3g}")
