@@ -29,6 +29,8 @@ pytestmark = pytest.mark.django_db
 API = "/api/aspects/"
 NS = "{http://www.w3.org/2000/svg}"
 SCRIPT_NAME = "<script>alert(1)</script>"
+# A wheel with houses draws these angles as its axes, labelled so, not as points in the band.
+ANGLE_LABELS = {"Ascendant": "Asc", "Medium_Coeli": "MC", "Descendant": "Dsc", "Imum_Coeli": "IC"}
 BERLIN = {"birth_datetime": datetime(1979, 7, 16, 7, 37, tzinfo=UTC), "latitude": 52.52, "longitude": 13.405}
 ROME = {"birth_datetime": datetime(1985, 3, 2, 18, 5, tzinfo=UTC), "latitude": 41.9028, "longitude": 12.4964}
 
@@ -85,8 +87,14 @@ def test_the_wheel_draws_every_point_and_the_natal_endpoints_aspects(
 ) -> None:
     chart = alices[0]
     root = parse(picture(alice_client, f"charts/{chart.pk}/wheel.svg", **query).content)
-    assert [g.get("data-point") for g in with_class(root, "point", "g")] == list(chart.points)
-    assert len(with_class(root, "point-glyph", "text")) == len(chart.points)
+    # Houses are drawn (birth data): one glyph per point but the angles, one axis label per angle.
+    angles = [p for p in chart.points if p in ANGLE_LABELS]
+    others = [p for p in chart.points if p not in ANGLE_LABELS]
+    assert angles == ["Ascendant", "Medium_Coeli"]
+    assert [g.get("data-point") for g in with_class(root, "point", "g")] == others
+    assert len(with_class(root, "point-glyph", "text")) == len(others)
+    assert [g.get("data-point") for g in with_class(root, "angle", "g")] == angles
+    assert [t.text for t in with_class(root, "axis-label", "text")] == [ANGLE_LABELS[p] for p in angles]
     expected = aspects_of(alice_client, f"charts/{chart.pk}/natal/", **query)
     lines = with_class(root, "aspect", "line")
     assert len(lines) == len(expected) > 0
@@ -114,14 +122,18 @@ def test_synastry_pictures_draw_both_charts_and_the_synastry_endpoints_aspects(
     a, b = alices
     query = {"chart_a": a.pk, "chart_b": b.pk, "orbs": "all"}
     root = parse(picture(alice_client, f"synastry/{kind}.svg", **query).content)
-    assert len(with_class(root, "point-glyph", "text")) == len(a.points) + len(b.points)
     expected = aspects_of(alice_client, "synastry/", **query)
     assert expected
     if kind == "wheel":
+        # chart_a's houses are drawn, so its angles are axes; chart_b's (no houses drawn) stay points.
+        a_angles = [p for p in a.points if p in ANGLE_LABELS]
+        assert len(with_class(root, "point-glyph", "text")) == len(a.points) - len(a_angles) + len(b.points)
+        assert [t.text for t in with_class(root, "axis-label", "text")] == [ANGLE_LABELS[p] for p in a_angles]
         assert len(with_class(root, "aspect", "line")) == len(expected)
         assert len(with_class(root, "cusp", "line")) == 12  # chart_a's houses, inside
         assert heading(root) == "Synastry bi-wheel of Alice and Alice's friend"
     else:
+        assert len(with_class(root, "point-glyph", "text")) == len(a.points) + len(b.points)
         marked = [g for g in with_class(root, "pair", "g") if "no-aspect" not in g.get("class", "")]
         assert len(marked) == len(expected)
         assert heading(root) == "Synastry grid of Alice and Alice's friend"

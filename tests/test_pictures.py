@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageChops
 
 from aspects_app.engine import AspectConfig, MemoryOptimizedVectorizedCalculator
 from aspects_app.engine.errors import FieldError
@@ -171,6 +171,116 @@ def test_the_biwheel_draws_both_charts_and_the_cross_aspects() -> None:
     radii = [math.dist((300, 300), (float(g.get("x", 0)), float(g.get("y", 0))))
              for g in with_class(root, "point-glyph", "text")]
     assert min(radii[len(PLANETS):]) > max(radii[: len(PLANETS)])
+
+
+ANGLES = {"Ascendant": "Asc", "Medium_Coeli": "MC"}
+ANGLED = 3  # a sample chart whose Ascendant and MC both have major aspects
+MAJOR_ORBS = {"conjunction": 8.0, "opposition": 8.0, "trine": 7.0, "square": 6.0, "sextile": 5.0}
+
+
+def chart_with_angles(index: int, cusps: str | None = "equal") -> tuple[ChartData, list[dict[str, Any]]]:
+    """A kerykeion sample chart's planets and angles with the engine's natal aspects among all twelve (by point
+    index); ``cusps``: equal houses from the Ascendant, whole signs (cusp 1 at the start of the Ascendant's sign,
+    not on it) or none."""
+    chart = SAMPLE["charts"][index]
+    longitudes = [chart["planets"][p]["lon"] for p in PLANETS] + [chart["angles"][a]["lon"] for a in ANGLES]
+    calc = MemoryOptimizedVectorizedCalculator(config=AspectConfig.from_orbs(MAJOR_ORBS), backend="numpy")
+    records = calc.natal(np.array([longitudes])).to_records()
+    first = {"equal": longitudes[10], "whole_sign": longitudes[10] // 30 * 30}.get(cusps or "")
+    houses = None if first is None else [(first + 30 * k) % 360 for k in range(12)]
+    return ChartData([*PLANETS, *ANGLES], longitudes, cusps=houses, aspects=records), records
+
+
+def line_ends(line: ET.Element) -> list[tuple[float, float]]:
+    return [(float(line.get(f"x{k}", 0)), float(line.get(f"y{k}", 0))) for k in (1, 2)]
+
+
+def test_with_houses_the_angles_are_axes_with_one_label_each_and_their_aspects_end_on_them() -> None:
+    chart, records = chart_with_angles(ANGLED)
+    root = parse(render_wheel(chart))
+    # One glyph per point that is not an angle, one axis label per angle.
+    assert [g.get("data-point") for g in with_class(root, "point", "g")] == PLANETS
+    assert len(with_class(root, "point-glyph", "text")) == len(PLANETS)
+    angles = with_class(root, "angle", "g")
+    assert [g.get("data-point") for g in angles] == list(ANGLES)
+    assert [t.text for t in with_class(root, "axis-label", "text")] == list(ANGLES.values())
+    angles_lon = SAMPLE["charts"][ANGLED]["angles"]
+    assert [title_of(g) for g in angles] == [
+        f"Ascendant {format_position(angles_lon['Ascendant']['lon'])}",
+        f"Medium Coeli {format_position(angles_lon['Medium_Coeli']['lon'])}",
+    ]
+    # Still one line per aspect, those of the angles included, ending where the angle's axis starts.
+    lines = with_class(root, "aspect", "line")
+    assert len(lines) == len(records)
+    for number, group in enumerate(angles, start=len(PLANETS)):
+        (axis,) = with_class(group, "angle-axis", "line")
+        foot = line_ends(axis)[0]
+        own = [line for line, r in zip(lines, records, strict=True) if number in (r["p1"], r["p2"])]
+        assert own, f"no aspect to {group.get('data-point')} in the sample"
+        assert all(min(math.dist(foot, end) for end in line_ends(line)) < 0.01 for line in own)
+    # Equal houses start at the Ascendant: its axis lies over the first cusp's.
+    ascendant_cusp = with_class(root, "axis", "line")[0]
+    axis_ends = line_ends(with_class(angles[0], "angle-axis", "line")[0])
+    assert all(math.dist(a, c) < 0.01 for a, c in zip(axis_ends, line_ends(ascendant_cusp), strict=True))
+
+
+def test_angles_apart_from_their_cusps_keep_their_own_axis_and_label() -> None:
+    chart, _ = chart_with_angles(ANGLED, cusps="whole_sign")
+    root = parse(render_wheel(chart))
+    ascendant = with_class(with_class(root, "angle", "g")[0], "angle-axis", "line")[0]
+    first_cusp = with_class(root, "axis", "line")[0]
+    assert title_of(first_cusp).startswith("House 1 cusp (Ascendant)")
+    assert math.dist(line_ends(ascendant)[1], line_ends(first_cusp)[1]) > 10  # another longitude
+    assert [t.text for t in with_class(root, "axis-label", "text")] == ["Asc", "MC"]  # the cusps' are not repeated
+    # A chart without angle points labels the Ascendant's and MC's cusps instead.
+    plain = parse(render_wheel(sample_chart(0)))
+    assert not with_class(plain, "angle", "g")
+    assert [t.text for t in with_class(plain, "axis-label", "text")] == ["Asc", "MC"]
+
+
+def test_without_houses_the_angles_are_points_with_labels_as_narrow_as_a_glyph() -> None:
+    chart, records = chart_with_angles(ANGLED, cusps=None)
+    root = parse(render_wheel(chart))
+    assert [g.get("data-point") for g in with_class(root, "point", "g")] == [*PLANETS, *ANGLES]
+    assert not with_class(root, "angle", "g") and not with_class(root, "axis-label", "text")
+    assert len(with_class(root, "aspect", "line")) == len(records)
+    glyphs = with_class(root, "point-glyph", "text")
+    sun_font = float(glyphs[0].get("font-size", 0))
+    for glyph, label in zip(glyphs[len(PLANETS) :], ANGLES.values(), strict=True):
+        assert (glyph.text or "").strip() == label
+        # Two or three letters in about the width of one symbol (in DejaVu capitals are at most ~0.86 em wide,
+        # these lower-case letters ~0.55 em).
+        ems = sum(0.86 if letter.isupper() else 0.55 for letter in label)
+        assert float(glyph.get("font-size", 0)) * ems <= 1.2 * sun_font
+
+
+def ink_box(image: Image.Image, box: tuple[int, int, int, int], background: tuple[int, ...]) -> tuple[int, ...]:
+    """The bounding box, relative to ``box``, of the pixels in ``box`` that differ from ``background``."""
+    crop = image.crop(box)
+    mask = Image.eval(ImageChops.difference(crop, Image.new("RGB", crop.size, background)).convert("L"),
+                      lambda v: 255 if v > 40 else 0)
+    found = mask.getbbox()
+    assert found is not None, "nothing drawn there"
+    return tuple(found)
+
+
+@pytest.mark.parametrize("size", [400, 800])
+def test_letter_labels_fit_inside_their_grid_cells(size: int) -> None:
+    chart, _ = chart_with_angles(ANGLED, cusps=None)
+    svg_text = render_aspect_grid(chart, size=size)
+    image = Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg_text.encode()))).convert("RGB")
+    background = tuple(int(THEMES["light"].background.lstrip("#")[k : k + 2], 16) for k in (0, 2, 4))
+    headers = {g.get("data-point"): with_class(g, "header", "rect")[0] for g in with_class(parse(svg_text), "point")}
+    for name in ANGLES:
+        rect = headers[name]
+        x, y, cell = float(rect.get("x", 0)), float(rect.get("y", 0)), float(rect.get("width", 0))
+        # The cell's inside, clear of its border; the label's ink must keep a margin from it on every side.
+        inset = 3
+        box = (math.ceil(x) + inset, math.ceil(y) + inset, math.floor(x + cell) - inset, math.floor(y + cell) - inset)
+        left, top, right, bottom = ink_box(image, box, background)
+        width, height = box[2] - box[0], box[3] - box[1]
+        margin = 0.06 * cell
+        assert left >= margin and top >= margin and width - right >= margin and height - bottom >= margin, name
 
 
 def glyph_positions(root: ET.Element) -> list[tuple[float, float]]:

@@ -62,7 +62,14 @@ POINT_GLYPHS: Mapping[str, str] = MappingProxyType(
         "Imum_Coeli": "IC",
     }
 )
+# The chart's angles. A wheel that draws houses draws them as its axes, labelled with these short names, rather
+# than as points in the band: a point there would repeat the axis and crowd the planets beside it.
+ANGLE_LABELS: Mapping[str, str] = MappingProxyType(
+    {name: POINT_GLYPHS[name] for name in ("Ascendant", "Medium_Coeli", "Descendant", "Imum_Coeli")}
+)
 RETROGRADE = "℞"
+# Rough advance widths in DejaVu Sans, in ems (capitals 0.68..0.86, lower case 0.5..0.63), erring wide.
+CAPITAL_EM, LOWER_EM = 0.8, 0.55
 # The letters that stand for the quintiles in most chart software; the other aspects are paths (see module doc).
 ASPECT_LETTERS: Mapping[str, str] = MappingProxyType({"quintile": "Q", "biquintile": "bQ"})
 
@@ -73,6 +80,17 @@ def point_glyph(name: str) -> str:
     if glyph is None:
         return name[:2]
     return glyph + TEXT_PRESENTATION if len(glyph) == 1 else glyph
+
+
+def fitted_font(text: str, font: float, room: float) -> float:
+    """The font size (``font`` or less) at which ``text`` is at most ``room`` wide, in the same unit. A single
+    symbol is drawn at ``font`` (the layouts size their room by it); only letter labels ("Asc", "MC", the two
+    letters of a point without a symbol) are narrowed."""
+    letters = text.replace(TEXT_PRESENTATION, "")
+    if len(letters) <= 1:
+        return font
+    width = sum(CAPITAL_EM if letter.isupper() else LOWER_EM for letter in letters)
+    return min(font, room / width)
 
 
 def point_label(name: str) -> str:

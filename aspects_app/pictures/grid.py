@@ -16,7 +16,7 @@ from ..engine.aspects import MAJOR_ASPECTS
 from .data import AspectMark, Chart, ChartData, SynastryData, check_chart, check_synastry
 from .describe import aspect_title, owned_labels, point_title, positions_text
 from .document import check_size, document, escaped, px, title
-from .glyphs import draw_aspect_glyph, point_glyph, point_label
+from .glyphs import draw_aspect_glyph, fitted_font, point_glyph, point_label
 from .theme import Theme, get_theme
 
 MARGIN = 0.04  # of the picture's size, on every side
@@ -56,8 +56,9 @@ def _orb_text(orb: float) -> str:
 
 def _point_cell(table: Table, row: float, column: float, chart: Chart, index: int, colour: str,
                 owner: str = "") -> svg.G:
-    """A header cell: the point's glyph, titled with its position."""
-    font = 0.55 * table.cell
+    """A header cell: the point's glyph (a letter label such as "MC" narrowed to fit), titled with its position."""
+    glyph = point_glyph(chart.points[index])
+    font = fitted_font(glyph, 0.55 * table.cell, 0.66 * table.cell)
     x, y = table.x(column), table.y(row)
     return svg.G(
         class_=["point"],
@@ -67,7 +68,7 @@ def _point_cell(table: Table, row: float, column: float, chart: Chart, index: in
             svg.Rect(x=px(x), y=px(y), width=px(table.cell), height=px(table.cell), fill="none",
                      stroke=table.theme.muted, stroke_width=px(table.size / 1000), class_=["header"]),
             svg.Text(x=px(x + table.cell / 2), y=px(y + table.cell / 2 + 0.36 * font), font_size=px(font),
-                     text_anchor="middle", fill=colour, text=escaped(point_glyph(chart.points[index])),
+                     text_anchor="middle", fill=colour, text=escaped(glyph),
                      class_=["point-glyph"]),
         ],
     )

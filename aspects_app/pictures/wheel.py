@@ -4,6 +4,10 @@ From the rim inwards: the zodiac ring (sign glyphs on element tints, 5° ticks),
 cusps are given, one band of point glyphs per chart (glyph, degrees, minutes, ℞), and the aspect circle the
 aspect lines are drawn across. With cusps the Ascendant lies at nine o'clock; without, 0° Aries does. Radii are
 fractions of the picture's size, so every size draws the same picture.
+
+With cusps, a chart's angles (Ascendant, Medium_Coeli, Descendant, Imum_Coeli, those it has) are drawn as axes
+from the aspect circle to beyond the rim, labelled "Asc", "MC"…, not as points in the band; their aspect lines end
+where the axis meets the aspect circle.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from .data import AspectMark, Chart, ChartData, SynastryData, check_chart, check
 from .describe import aspect_title, aspects_text, owned_labels, point_title, positions_text
 from .document import check_size, document, escaped, px, title
 from .glyphs import (
+    ANGLE_LABELS,
     ELEMENTS,
     RETROGRADE,
     SIGN_GLYPHS,
     SIGNS,
     degree_parts,
+    fitted_font,
     format_position,
     point_glyph,
 )
@@ -162,7 +168,10 @@ def _zodiac(canvas: Canvas, inner_fill: str) -> list[svg.Element]:
 
 
 AXES = {0: "Ascendant", 3: "Imum Coeli", 6: "Descendant", 9: "Midheaven"}
-AXIS_LABELS = {0: "Asc", 9: "MC"}
+# The cusps labelled as axes, by the angle point they stand for (a chart given that point labels its own axis).
+CUSP_ANGLES = {0: "Ascendant", 9: "Medium_Coeli"}
+# How far beyond the rim a labelled axis reaches.
+AXIS_OVERHANG = 0.015
 
 
 def _axis_label(canvas: Canvas, longitude: float, text: str) -> svg.Text:
@@ -177,14 +186,16 @@ def _axis_label(canvas: Canvas, longitude: float, text: str) -> svg.Text:
     )
 
 
-def _houses(canvas: Canvas, cusps: Sequence[float], inner: float) -> list[svg.Element]:
+def _houses(canvas: Canvas, cusps: Sequence[float], inner: float, angles: Sequence[str] = ()) -> list[svg.Element]:
+    """The cusps and house numbers; the Ascendant's and MC's cusps labelled unless ``angles`` (the angle points
+    drawn as axes of their own) holds them, so that each angle has one label."""
     theme = canvas.theme
     rings = canvas.rings
     house_inner = rings.zodiac_inner - rings.house
     parts: list[svg.Element] = [_circle(canvas, house_inner, theme.muted, 0.8 * canvas.line)]
     for house, cusp in enumerate(cusps):
         axis = house in AXES
-        outer = rings.zodiac_outer + 0.015 if house in AXIS_LABELS else rings.zodiac_inner
+        outer = rings.zodiac_outer + AXIS_OVERHANG if house in CUSP_ANGLES else rings.zodiac_inner
         x1, y1 = canvas.at(cusp, inner)
         x2, y2 = canvas.at(cusp, outer)
         name = f"House {house + 1} cusp" + (f" ({AXES[house]})" if axis else "")
@@ -198,9 +209,38 @@ def _houses(canvas: Canvas, cusps: Sequence[float], inner: float) -> list[svg.El
         width = (cusps[(house + 1) % 12] - cusp) % 360.0
         x, y = canvas.dial.point(cusp + width / 2, (rings.zodiac_inner - rings.house / 2) * canvas.size)
         parts.append(_text(canvas, x, y, str(house + 1), HOUSE_NUMBER_SIZE, fill=theme.muted, class_=["house-number"]))
-        if house in AXIS_LABELS:
-            parts.append(_axis_label(canvas, cusp, AXIS_LABELS[house]))
+        if house in CUSP_ANGLES and CUSP_ANGLES[house] not in angles:
+            parts.append(_axis_label(canvas, cusp, ANGLE_LABELS[CUSP_ANGLES[house]]))
     return parts
+
+
+def angle_indices(chart: Chart) -> tuple[int, ...]:
+    """The points drawn as axes rather than in the band: the chart's angles, when its houses are drawn."""
+    if chart.cusps is None:
+        return ()
+    return tuple(k for k, name in enumerate(chart.points) if name in ANGLE_LABELS)
+
+
+def _angles(canvas: Canvas, chart: Chart, inner: float, owner: str = "") -> list[svg.Element]:
+    """One group per angle point: its axis at its own longitude (over its cusp's, which it usually equals; apart
+    from it in whole-sign or Morinus houses), its label beyond the rim and its position as the title."""
+    groups: list[svg.Element] = []
+    for index in angle_indices(chart):
+        longitude, name = chart.longitudes[index], chart.points[index]
+        x1, y1 = canvas.at(longitude, inner)
+        x2, y2 = canvas.at(longitude, canvas.rings.zodiac_outer + AXIS_OVERHANG)
+        axis = svg.Line(
+            x1=x1, y1=y1, x2=x2, y2=y2, stroke=canvas.theme.axis, stroke_width=px(2.2 * canvas.line),
+            class_=["angle-axis"],
+        )
+        groups.append(
+            svg.G(
+                elements=[title(point_title(chart, index, owner)), axis,
+                          _axis_label(canvas, longitude, ANGLE_LABELS[name])],
+                class_=["angle"], extra={"data-point": escaped(name)},
+            )
+        )
+    return groups
 
 
 def _tangent_rotation(canvas: Canvas, longitude: float) -> float:
@@ -210,11 +250,15 @@ def _tangent_rotation(canvas: Canvas, longitude: float) -> float:
 
 
 def _points(canvas: Canvas, chart: Chart, band: Band, colour: str, owner: str = "") -> list[svg.Element]:
-    """One group per point: true-position tick, leader line when moved, glyph, degrees, minutes, ℞."""
+    """One group per point (the angles drawn as axes aside): true-position tick, leader line when moved, glyph,
+    degrees, minutes, ℞."""
     theme, size = canvas.theme, canvas.size
-    shown = spread_longitudes(chart.longitudes, band.min_separation())
+    axes = set(angle_indices(chart))
+    banded = [k for k in range(len(chart.points)) if k not in axes]
+    shown = spread_longitudes([chart.longitudes[k] for k in banded], band.min_separation())
     groups: list[svg.Element] = []
-    for index, (true, display) in enumerate(zip(chart.longitudes, shown, strict=True)):
+    for index, display in zip(banded, shown, strict=True):
+        true = chart.longitudes[index]
         x1, y1 = canvas.at(true, band.outer)
         x2, y2 = canvas.at(true, band.outer - 0.012)
         parts: list[svg.Element] = [
@@ -227,7 +271,10 @@ def _points(canvas: Canvas, chart: Chart, band: Band, colour: str, owner: str = 
             parts.append(svg.Line(x1=x2, y1=y2, x2=x3, y2=y3, stroke=theme.muted, stroke_width=px(0.7 * canvas.line),
                                   class_=["leader"]))
         _, degrees, minutes = degree_parts(true)
-        rows = [(band.glyph, point_glyph(chart.points[index]), band.glyph_size, "point-glyph"),
+        glyph = point_glyph(chart.points[index])
+        # A letter label ("Asc" without houses, "Ch") narrowed to the room a symbol has.
+        glyph_font = fitted_font(glyph, band.glyph_size, GLYPH_WIDTH_EM * band.glyph_size)
+        rows = [(band.glyph, glyph, glyph_font, "point-glyph"),
                 (band.degrees, f"{degrees}°", band.text_size, "point-degrees"),
                 (band.minutes, f"{minutes:02d}′", band.text_size, "point-minutes")]
         if chart.retrograde[index]:
@@ -265,6 +312,10 @@ def _aspect_lines(
     return lines
 
 
+def _angle_names(chart: Chart) -> tuple[str, ...]:
+    return tuple(chart.points[k] for k in angle_indices(chart))
+
+
 def _canvas(chart: Chart, size: object, theme: object, rings: Rings) -> Canvas:
     checked = check_size(size)
     left = chart.ascendant if chart.ascendant is not None else 0.0
@@ -288,10 +339,11 @@ def render_wheel(chart: ChartData, size: int = 600, theme: str = "light") -> str
     aspect_radius = band.inner
     body = _zodiac(canvas, canvas.theme.inner_fill)
     if checked.cusps is not None:
-        body += _houses(canvas, checked.cusps, aspect_radius)
+        body += _houses(canvas, checked.cusps, aspect_radius, _angle_names(checked))
     body.append(_circle(canvas, aspect_radius, canvas.theme.muted, 0.8 * canvas.line))
     labels = owned_labels(checked, "")
     body += _aspect_lines(canvas, checked.aspects, checked, checked, aspect_radius, (labels, labels))
+    body += _angles(canvas, checked, aspect_radius)
     body += _points(canvas, checked, band, canvas.theme.foreground)
     heading = f"Chart wheel of {checked.name}" if checked.name else "Chart wheel"
     houses = "houses drawn, Ascendant at the left" if checked.cusps else "no houses, 0° Aries at the left"
@@ -322,11 +374,13 @@ def render_biwheel(synastry: SynastryData, size: int = 600, theme: str = "light"
     aspect_radius = inner_band.inner
     body = _zodiac(canvas, canvas.theme.inner_fill)
     if a.cusps is not None:
-        body += _houses(canvas, a.cusps, aspect_radius)
+        body += _houses(canvas, a.cusps, aspect_radius, _angle_names(a))
     body.append(_circle(canvas, outer_band.inner, canvas.theme.muted, 0.8 * canvas.line))
     body.append(_circle(canvas, aspect_radius, canvas.theme.muted, 0.8 * canvas.line))
     labels_a, labels_b = owned_labels(a, name_a), owned_labels(b, name_b)
     body += _aspect_lines(canvas, cross, a, b, aspect_radius, (labels_a, labels_b))
+    # Chart b's houses are not drawn: its angles stay points in its band.
+    body += _angles(canvas, a, aspect_radius, name_a)
     body += _points(canvas, a, inner_band, canvas.theme.foreground, name_a)
     body += _points(canvas, b, outer_band, canvas.theme.second_chart, name_b)
     body += _legend(canvas, [(f"Inner: {name_a}", canvas.theme.foreground), (f"Outer: {name_b}",
