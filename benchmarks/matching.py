@@ -38,7 +38,7 @@ def rate(calc: MemoryOptimizedVectorizedCalculator, rows: np.ndarray, population
     start = time.perf_counter()
     calc.top_k(rows, population, k=k, method=method, exclude_self=True)
     seconds = time.perf_counter() - start
-    pairs_per_s = rows.shape[0] * population.shape[0] / seconds
+    pairs_per_s = float(rows.shape[0] * population.shape[0] / seconds)
     print(f"{label:<17} {rows.shape[0]:>7,} rows  {seconds:8.2f} s  {pairs_per_s / 1e6:10.1f} M pairs/s", flush=True)
     return pairs_per_s
 
