@@ -208,6 +208,12 @@ class Inversion:
     of the next) ``key = offset[g] + direction[g] * (lon - base[g])``, increasing over the whole axis. ``lo``/``hi``
     are each segment's longitudes at its ends clipped to the track's [start, end) (``lo`` where it starts in
     time), ``t_lo``/``t_hi`` the matching times.
+
+    The searches work on the key axis: a longitude ``x`` of segment ``g`` has key ``shift[g] + direction[g] * x``
+    (``q_lo``/``q_hi``: the clipped ends'), and the knot interval ``k`` (from knot ``k`` to ``k + 1`` of one
+    segment) holds the cubic ``K(s) = piece_key[k] + s(d1 + s(d2 + s d3))``, s in [0, 1], increasing, over
+    ``t[k] + s * piece_h[k]``; ``piece_inv_span`` is ``1 / (K(1) - K(0))`` (0 for a flat piece), for
+    Newton's first guess.
     """
 
     t0_us: int
@@ -230,6 +236,15 @@ class Inversion:
     body_first: npt.NDArray[np.bool_]  # the segment is its body's first within [start, end)
     body_last: npt.NDArray[np.bool_]
     body_knots: tuple[tuple[FloatArray, FloatArray, FloatArray], ...]  # per body: t, lon, speed
+    shift: FloatArray
+    q_lo: FloatArray
+    q_hi: FloatArray
+    piece_h: FloatArray
+    piece_key: FloatArray
+    piece_d1: FloatArray
+    piece_d2: FloatArray
+    piece_d3: FloatArray
+    piece_inv_span: FloatArray
 
     @property
     def segments(self) -> int:
@@ -237,12 +252,7 @@ class Inversion:
 
     def evaluate(self, q: int, t: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Body ``q``'s interpolated unwrapped longitude and speed at times ``t`` (days since t0)."""
-        kt, kl, kv = self.body_knots[q]
-        k = np.clip(np.searchsorted(kt, t, side="right") - 1, 0, kt.shape[0] - 2)
-        h = kt[k + 1] - kt[k]
-        s = (t - kt[k]) / h
-        c1, c2, c3 = _hermite_pieces(h, kl[k], kl[k + 1], kv[k], kv[k + 1])
-        return kl[k] + s * (c1 + s * (c2 + s * c3)), (c1 + s * (2 * c2 + 3 * s * c3)) / h
+        return _evaluate_knots(self.body_knots[q], t)
 
     @classmethod
     def build(cls, track: TransitTrack) -> Inversion:
@@ -295,19 +305,14 @@ class Inversion:
         direction = np.array([r[1] for r in seg_rows])
         first = np.array([r[2] for r in seg_rows], dtype=np.intp)
         last = np.array([r[3] for r in seg_rows], dtype=np.intp)
-        inv_partial = cls(
-            t0_us, t_start, t_end, t, lon, speed, np.empty(0), body, direction, first, last,
-            np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.empty(0),
-            np.empty(0, bool), np.empty(0, bool), tuple(knots),
-        )  # fmt: skip
         # Keep the segments that overlap [start, end), clipped to it.
         t_lo = np.maximum(t[first], t_start)
         t_hi = np.minimum(t[last], t_end)
         inside = t_hi > t_lo
         body, first, last = body[inside], first[inside], last[inside]
         direction, t_lo, t_hi = direction[inside], t_lo[inside], t_hi[inside]
-        lo = np.array([inv_partial.evaluate(int(q), np.array([x]))[0][0] for q, x in zip(body, t_lo, strict=True)])
-        hi = np.array([inv_partial.evaluate(int(q), np.array([x]))[0][0] for q, x in zip(body, t_hi, strict=True)])
+        lo = np.array([_evaluate_knots(knots[q], np.array([x]))[0][0] for q, x in zip(body, t_lo, strict=True)])
+        hi = np.array([_evaluate_knots(knots[q], np.array([x]))[0][0] for q, x in zip(body, t_hi, strict=True)])
         # Station knots were unwrapped per body, the evaluation too: lo/hi sit on the knots' unwrapped axis.
         base = lon[first]
         span = np.abs(lon[last] - base)
@@ -322,10 +327,44 @@ class Inversion:
         body_first[1:] = body[1:] != body[:-1]
         body_last = np.ones(body.shape[0], bool)
         body_last[:-1] = body[:-1] != body[1:]
+        shift = offset - direction * base
+        pieces = _key_pieces(t, lon, speed, direction, shift, first, last)
         return cls(
             t0_us, t_start, t_end, t, lon, speed, key, body, direction, first, last, base, offset,
             lo, hi, t_lo, t_hi, body_first, body_last, tuple(knots),
+            shift, shift + direction * lo, shift + direction * hi, *pieces,
         )  # fmt: skip
+
+
+def _evaluate_knots(knots: tuple[FloatArray, FloatArray, FloatArray], t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The Hermite interpolant of one body's knots (t, lon, speed) and its derivative at times ``t``."""
+    kt, kl, kv = knots
+    k = np.clip(np.searchsorted(kt, t, side="right") - 1, 0, kt.shape[0] - 2)
+    h = kt[k + 1] - kt[k]
+    s = (t - kt[k]) / h
+    c1, c2, c3 = _hermite_pieces(h, kl[k], kl[k + 1], kv[k], kv[k + 1])
+    return kl[k] + s * (c1 + s * (c2 + s * c3)), (c1 + s * (2 * c2 + 3 * s * c3)) / h
+
+
+def _key_pieces(
+    t: FloatArray, lon: FloatArray, speed: FloatArray, direction: FloatArray, shift: FloatArray,
+    first: npt.NDArray[np.intp], last: npt.NDArray[np.intp],
+) -> tuple[FloatArray, ...]:  # fmt: skip
+    """Per knot interval, the cubic on the key axis (see :class:`Inversion`): computed once here, so that a search
+    gathers six numbers per pass instead of building them from the knots. Intervals that cross from one segment
+    into the next (or lie in dropped segments) are never searched and stay zero."""
+    sense = np.zeros(t.shape[0])
+    key_shift = np.zeros(t.shape[0])
+    for g in range(first.shape[0]):
+        sense[first[g] : last[g]] = direction[g]
+        key_shift[first[g] : last[g]] = shift[g]
+    h = np.zeros(t.shape[0])
+    h[:-1] = np.diff(t)
+    c1, c2, c3 = _hermite_pieces(h[:-1], lon[:-1], lon[1:], speed[:-1], speed[1:])
+    d = [np.append(sense[:-1] * c, 0.0) for c in (c1, c2, c3)]
+    span = d[0] + d[1] + d[2]
+    inv_span = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
+    return h, key_shift + sense * lon, d[0], d[1], d[2], inv_span
 
 
 @dataclass(frozen=True)
@@ -360,37 +399,55 @@ class Targets:
         return int(self.offsets.shape[0])
 
 
+# Events are searched in blocks of this many on the CPU, so that a block's temporaries (~25 float64 arrays of it)
+# stay in the core's L2 cache; a GPU takes a chunk's events at once.
+EVENT_BLOCK: Final = 1 << 14
+# Newton steps taken by every pass from the chord's guess, unguarded; the cubic is nearly a line over a sample
+# interval, so two steps leave ~1e-13° (measured). A pass still off by more than _RESIDUAL_DEG (next to a
+# station, where the cubic flattens) goes on in the safeguarded loop.
+_FAST_NEWTON_STEPS: Final = 2
+# A floor for the slope in the unguarded steps: a piece's slope is >= 0, and 0 only at a station's end.
+_MIN_SLOPE: Final = 1e-300
+
+
 @dataclass(frozen=True)
 class DeviceInversion:
     """The inversion's arrays in the namespace ``xp``, moved once per operation."""
 
     xp: Any
     key: Any
-    t: Any
-    lon: Any
-    speed: Any
     direction: Any
     first: Any
     last: Any
-    base: Any
-    offset: Any
+    shift: Any
+    q_lo: Any
+    q_hi: Any
     lo: Any
     hi: Any
     body: Any
     body_first: Any
     body_last: Any
+    t: Any
+    piece_h: Any
+    piece_key: Any
+    piece_d1: Any
+    piece_d2: Any
+    piece_d3: Any
+    piece_inv_span: Any
 
     @classmethod
     def move(cls, xp: Any, inv: Inversion, asarray: Callable[[Any], Any]) -> DeviceInversion:
         return cls(
             xp, *(asarray(getattr(inv, name)) for name in (
-                "key", "t", "lon", "speed", "direction", "first", "last", "base", "offset", "lo", "hi", "body",
-                "body_first", "body_last",
+                "key", "direction", "first", "last", "shift", "q_lo", "q_hi", "lo", "hi", "body", "body_first",
+                "body_last", "t", "piece_h", "piece_key", "piece_d1", "piece_d2", "piece_d3", "piece_inv_span",
             ))
         )  # fmt: skip
 
 
 def _take(xp: Any, table: Any, index: Any) -> Any:
+    if xp is np:  # indices are in range by construction: no bounds check
+        return np.take(table, index, mode="clip")
     return xp.take(table, index) if xp_ops.numpy_like(xp) else xp.take(table, xp.reshape(index, (-1,)))
 
 
@@ -400,44 +457,84 @@ def _cumsum(xp: Any, x: Any) -> Any:
 
 def locate(dev: DeviceInversion, segment: Any, value: Any) -> Any:
     """Times (days since t0) at which the interpolated longitude of segment ``segment`` equals ``value`` (aligned
-    1-D arrays; each value must lie within its segment's range): the knot interval from one sorted search, then
-    safeguarded Newton on the interval's cubic."""
+    1-D arrays; each value must lie within its segment's range)."""
     xp = dev.xp
-    direction = _take(xp, dev.direction, segment)
-    query = _take(xp, dev.offset, segment) + direction * (value - _take(xp, dev.base, segment))
+    return solve(dev, segment, _take(xp, dev.shift, segment) + _take(xp, dev.direction, segment) * value)
+
+
+def solve(dev: DeviceInversion, segment: Any, query: Any) -> Any:
+    """Times (days since t0) at which segment ``segment`` reaches key ``query`` (aligned 1-D arrays, each query
+    within its segment's keys): the knot interval from one sorted search, then Newton on the interval's cubic
+    from the chord's guess. Each pass's result depends on its own inputs only, not on the others in the call."""
+    xp = dev.xp
     k = xp_ops.astype(xp, xp.searchsorted(dev.key, query, side="right"), np.int64) - 1
     k = xp.clip(k, _take(xp, dev.first, segment), _take(xp, dev.last, segment) - 1)
-    t0 = _take(xp, dev.t, k)
-    h = _take(xp, dev.t, k + 1) - t0
-    l0 = _take(xp, dev.lon, k)
-    c1, c2, c3 = _hermite_pieces(h, l0, _take(xp, dev.lon, k + 1), _take(xp, dev.speed, k), _take(xp, dev.speed, k + 1))
-    span = c1 + c2 + c3  # l1 - l0
-    residual0 = l0 - value
-    safe_span = xp.where(span == 0, xp.ones_like(span), span)
-    s = xp.clip(-residual0 / safe_span, 0.0, 1.0)
+    residual0 = _take(xp, dev.piece_key, k) - query
+    d1 = _take(xp, dev.piece_d1, k)
+    d2 = _take(xp, dev.piece_d2, k)
+    d3 = _take(xp, dev.piece_d3, k)
+    twice_d2 = 2.0 * d2
+    thrice_d3 = 3.0 * d3
+    s = xp.clip(-residual0 * _take(xp, dev.piece_inv_span, k), 0.0, 1.0)
+    for _ in range(_FAST_NEWTON_STEPS):
+        f = residual0 + s * (d1 + s * (d2 + s * d3))
+        slope = d1 + s * (twice_d2 + s * thrice_d3)
+        s = xp.clip(s - f / xp.maximum(slope, _MIN_SLOPE), 0.0, 1.0)
+    off = xp.abs(residual0 + s * (d1 + s * (d2 + s * d3))) > _RESIDUAL_DEG
+    if bool(xp.any(off)):
+        s[off] = _safeguarded_newton(xp, residual0[off], d1[off], d2[off], d3[off], s[off])
+    return _take(xp, dev.t, k) + s * _take(xp, dev.piece_h, k)
+
+
+def _safeguarded_newton(xp: Any, residual0: Any, d1: Any, d2: Any, d3: Any, s: Any) -> Any:
+    """Roots in [0, 1] of the increasing cubics residual0 + s(d1 + s(d2 + s d3)) from ``s``: Newton, bisecting
+    the bracket whenever a step would leave it, until every residual is below _RESIDUAL_DEG."""
     low = xp.zeros_like(s)
     high = xp.ones_like(s)
     for _ in range(_MAX_NEWTON_STEPS):
-        f = residual0 + s * (c1 + s * (c2 + s * c3))
+        f = residual0 + s * (d1 + s * (d2 + s * d3))
         # A converged root stops moving, so each result depends on its own pass only, not on its chunk.
         moving = xp.abs(f) > _RESIDUAL_DEG
         if not bool(xp.any(moving)):
             break
-        below = f * direction < 0  # the root is later in the interval
+        below = f < 0  # the root is later in the interval
         low = xp.where(below, s, low)
         high = xp.where(below, high, s)
-        slope = c1 + s * (2 * c2 + 3 * s * c3)
+        slope = d1 + s * (2 * d2 + 3 * s * d3)
         safe_slope = xp.where(slope == 0, xp.ones_like(slope), slope)
         step = s - f / safe_slope
         bad = (slope == 0) | (step <= low) | (step >= high)
         s = xp.where(moving, xp.where(bad, 0.5 * (low + high), step), s)
-    return t0 + s * h
+    return s
 
 
-def _orb_exit(dev: DeviceInversion, segment: Any, value: Any, orb: Any, forward: bool) -> tuple[Any, Any]:
-    """Where a pass at ``value`` (in segment ``segment``) leaves ``value ± orb`` going forward (or backward) in
-    time, walking across stations: (segment of the exit, exit time); time NaN when the body stays within the orb
-    up to the end (start) of the track's range."""
+def _orb_exit(dev: DeviceInversion, segment: Any, query: Any, u: Any, orb: Any, forward: bool) -> Any:
+    """When a pass (segment ``segment``, key ``query``, ``u`` = direction × longitude) leaves its orb going
+    forward (or backward) in time; NaN when the body stays within the orb up to the end (start) of the track's
+    range. Mostly in the pass's own segment, at key ``query ± orb``; the others walk across stations."""
+    xp = dev.xp
+    if forward:
+        exit_query = query + orb
+        across = exit_query >= _take(xp, dev.q_hi, segment)
+    else:
+        exit_query = query - orb
+        across = exit_query <= _take(xp, dev.q_lo, segment)
+    if not bool(xp.any(across)):
+        return solve(dev, segment, exit_query)
+    current = segment + 0  # a copy to write the walked passes into
+    few = segment[across]
+    value = _take(xp, dev.direction, few) * u[across]
+    current[across], exit_query[across], stays = _walk(dev, few, value, orb[across], forward)
+    times = solve(dev, current, exit_query)
+    missing = xp.zeros(times.shape, dtype=xp.bool)
+    missing[across] = stays
+    return xp.where(missing, xp.full_like(times, xp.nan), times)
+
+
+def _walk(dev: DeviceInversion, segment: Any, value: Any, orb: Any, forward: bool) -> tuple[Any, Any, Any]:
+    """For passes at longitude ``value`` in ``segment`` whose orb reaches past the segment's end (start): the
+    segment where the body leaves ``value ± orb`` going forward (backward), walking across stations, the key
+    there, and whether it stays within the orb up to the range's end (start) instead (key: a valid dummy)."""
     xp = dev.xp
     current = segment
     pending = xp.ones(value.shape, dtype=xp.bool)
@@ -457,9 +554,9 @@ def _orb_exit(dev: DeviceInversion, segment: Any, value: Any, orb: Any, forward:
         pending = pending & ~stuck
         current = xp.where(pending, current + (1 if forward else -1), current)
         exit_value = xp.where(stuck, xp.full_like(value, xp.nan), exit_value)
-    found = ~xp.isnan(exit_value)
-    times = locate(dev, current, xp.where(found, exit_value, _take(xp, dev.hi if forward else dev.lo, current)))
-    return current, xp.where(found, times, xp.full_like(times, xp.nan))
+    stays = xp.isnan(exit_value)
+    exit_value = xp.where(stays, _take(xp, bound_table, current), exit_value)
+    return current, _take(xp, dev.shift, current) + _take(xp, dev.direction, current) * exit_value, stays
 
 
 @dataclass(frozen=True)
@@ -506,23 +603,27 @@ def search_chunk(
     rank = xp_ops.astype(xp, xp.arange(total, dtype=xp.int64) - _take(xp, run_ends - counts, cell), np.float64)
     segment = cell % g_count
     target = cell // g_count  # flat (chart, point, side)
-    seg_direction = _take(xp, dev.direction, segment)
     u = _take(xp, xp.reshape(y, (-1,)), cell) + 360.0 * (_take(xp, xp.reshape(first_k, (-1,)), cell) + rank)
-    value = seg_direction * u
-    exact = locate(dev, segment, value)
+    query = u + _take(xp, dev.shift, segment)  # the key of longitude direction * u
     orb = _take(xp, xp.reshape(orb_grid, (-1,)), (target % (p * sides)) * g_count + segment)
-    _, starts = _orb_exit(dev, segment, value, orb, forward=False)
-    _, ends = _orb_exit(dev, segment, value, orb, forward=True)
+    exact, starts, ends = np.empty(total), np.empty(total), np.empty(total)
+    block = total if xp_ops.numpy_like(xp) and xp is not np else EVENT_BLOCK
+    for a in range(0, total, max(block, 1)):
+        b = min(a + block, total)
+        seg, q = segment[a:b], query[a:b]
+        exact[a:b] = to_numpy(solve(dev, seg, q))
+        starts[a:b] = to_numpy(_orb_exit(dev, seg, q, u[a:b], orb[a:b], forward=False))
+        ends[a:b] = to_numpy(_orb_exit(dev, seg, q, u[a:b], orb[a:b], forward=True))
     chart = target // (p * sides)
     return ChunkEvents(
         i=to_numpy(chart),
         point=to_numpy((target // sides) % p),
         body=to_numpy(_take(xp, dev.body, segment)),
         side=to_numpy(target % sides),
-        exact=to_numpy(exact),
-        starts=to_numpy(starts),
-        ends=to_numpy(ends),
-        retrograde=to_numpy(seg_direction < 0),
+        exact=exact,
+        starts=starts,
+        ends=ends,
+        retrograde=to_numpy(_take(xp, dev.direction, segment) < 0),
     )
 
 
@@ -555,13 +656,14 @@ def to_events(
 
 
 def bytes_per_chart(inv: Inversion, targets: Targets, points: int) -> float:
-    """Temporaries per chart: the (target, segment) grid (~12 float64 per cell) and the events (~40 float64
-    each: the exact pass and its two orb exits, each a search and a Newton loop), events estimated from the
-    distance each body covers (360° per pass per target)."""
+    """Temporaries per chart: the (target, segment) grid (~12 float64 per cell) and the events' columns (~24
+    float64 each: indices, keys, orbs, the three moments and the results' columns; tracemalloc's peak is ~21),
+    events bounded by the distance each body covers (360° per pass per target, plus one per segment). The
+    searches themselves run in blocks of EVENT_BLOCK passes, a fixed ~4 MiB whatever the chunk."""
     cells = points * targets.sides * inv.segments
     covered = float(np.sum(np.abs(inv.hi - inv.lo)))
     events = points * targets.sides * (covered / 360.0 + inv.segments)
-    return cells * 12 * 8 + events * 40 * 8
+    return cells * 12 * 8 + events * 24 * 8
 
 
 def sky_events(track: TransitTrack) -> SkyEvents:
