@@ -1,12 +1,22 @@
 """Transits for a population: events per second of ``calc.transits`` over a year, against the peers' method (one
 chart at a time: sample the sky hourly, refine each crossing by bisection) timed on a few charts in the same
-process. Run: ``.venv/bin/python benchmarks/transits.py [--charts 10000] [--baseline-charts 2]``."""
+process. ``--against REF`` also times the engine of git commit REF (its ``aspects_app/engine`` loaded beside this
+one) on the same sky and charts, alternating runs, and checks that it finds the same events. Run:
+``.venv/bin/python benchmarks/transits.py [--charts 10000] [--baseline-charts 2] [--against COMMIT]``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +47,69 @@ def per_chart_hourly(natal: np.ndarray, track: object, angles: list[float]) -> i
     return events
 
 
+def engine_at(commit: str, into: Path) -> ModuleType:
+    """The ``aspects_app.engine`` package of ``commit`` as the module ``engine_<commit>`` (its imports are relative)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "aspects_app/engine"],
+        check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent,
+    ).stdout  # fmt: skip
+    path = into / "archive.tar"
+    path.write_bytes(archive)
+    with tarfile.open(path) as tar:
+        tar.extractall(into, filter="data")
+    root = into / "aspects_app" / "engine"
+    name = f"engine_{commit.replace('/', '_').replace('~', '_')}"
+    spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed(run: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - started
+
+
+def against(commit: str, natal: np.ndarray, track: Any, calc: Any, repeats: int = 2) -> None:
+    """This engine and ``commit``'s, alternating ``repeats`` times each on the same input; best times."""
+    with tempfile.TemporaryDirectory() as folder:
+        old = engine_at(commit, Path(folder))
+        old_track = old.TransitTrack.from_samples(
+            track.times, track.longitudes, track.speeds, track.bodies, track.start, track.end,
+            stations=(track.station_times, track.station_bodies, track.station_longitudes),
+        )  # fmt: skip
+        old_calc = old.MemoryOptimizedVectorizedCalculator(config=old.AspectConfig.from_orbs(ORBS), backend="numpy")
+        old_s, new_s = [], []
+        for _ in range(repeats):
+            old_events, seconds = timed(lambda: old_calc.transits(natal, old_track))
+            old_s.append(seconds)
+            events, seconds = timed(lambda: calc.transits(natal, track))
+            new_s.append(seconds)
+    assert len(events) == len(old_events), (len(events), len(old_events))
+    for column in ("i", "point", "body", "aspect", "retrograde"):
+        assert (getattr(events, column) == getattr(old_events, column)).all(), column
+    speed = np.abs(track.interpolate(events.exact)[1][np.arange(len(events)), events.body])
+    worst = 0.0
+    for column in ("exact", "starts", "ends"):
+        ours, theirs = getattr(events, column), getattr(old_events, column)
+        assert (np.isnat(ours) == np.isnat(theirs)).all(), column
+        both = ~np.isnat(ours)
+        days = np.abs((ours[both] - theirs[both]).astype(np.int64)) / 86_400e6
+        worst = max(worst, float((days * speed[both]).max(initial=0.0)) * 3600)
+    rates = f"{commit}: {len(events) / min(old_s):,.0f}/s, this tree: {len(events) / min(new_s):,.0f}/s"
+    print(f'{rates} (best of {repeats}): {min(old_s) / min(new_s):.2f}x; same events, moments within {worst:.2g}"')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--charts", type=int, default=10_000, help="charts in the population (default 10000)")
-    parser.add_argument("--baseline-charts", type=int, default=1, help="charts for the per-chart loop (default 1)")
+    parser.add_argument(
+        "--baseline-charts", type=int, default=1, help="charts for the per-chart loop (default 1; 0 skips it)"
+    )
+    parser.add_argument("--against", metavar="COMMIT", help="also time this git commit's engine, same input")
     args = parser.parse_args()
     started = time.perf_counter()
     track = transit_track(datetime(2027, 1, 1, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC))
@@ -52,6 +121,10 @@ def main() -> None:
     engine_s = time.perf_counter() - started
     engine_rate = len(events) / engine_s
     print(f"engine: {len(events):,} events for {args.charts:,} chart-years in {engine_s:.2f} s ({engine_rate:,.0f}/s)")
+    if args.against:
+        against(args.against, natal, track, calc)
+    if args.baseline_charts <= 0:
+        return
     angles = sorted({s * a for a in (0, 30, 45, 60, 72, 90, 120, 135, 144, 150, 180) for s in (1, -1)})
     started = time.perf_counter()
     baseline_events = per_chart_hourly(natal[: args.baseline_charts].ravel(), track, angles)
