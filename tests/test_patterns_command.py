@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from django.core.management.base import CommandError
 
 from aspects_app import batch, services
 from aspects_app.engine import MemoryOptimizedVectorizedCalculator
+from aspects_app.engine.patterns import bytes_per_chart
 from aspects_app.models import BatchRun, Chart
 
 from .conftest import PLANETS
@@ -153,3 +155,34 @@ def test_resume_takes_the_runs_own_patterns(charts: list[Chart], tmp_path: Path)
     run = BatchRun.objects.get()
     with pytest.raises(CommandError, match="--pattern"):
         run_command("--resume", str(run.pk), "--pattern", "kite")
+
+
+def test_estimate_plans_the_patterns_search_and_writes_nothing(charts: list[Chart], tmp_path: Path) -> None:
+    path = tmp_path / "patterns.jsonl"
+    options = ("--mode", "patterns", "--pattern", "kite", "--stellium-span", "8", "--output", str(path))
+
+    def plan_line(*extra: str) -> str:
+        out = run_command(*options, "--estimate", *extra, *QUIET)
+        (line,) = [line for line in out.splitlines() if line.startswith("patterns:")]
+        return line
+
+    line = plan_line()
+    assert line.startswith("patterns: 40 units in 1 chunks of 40 rows;")
+    assert "MiB" in line and " s at " in line and "units/s" in line
+    # The search's temporaries (triples and quadruples of points) outweigh the natal aspects it reads, and the
+    # run chunks the search under the budget: the plan shown is the search's.
+    budget_mb = 0.1
+    rows = int(budget_mb * 2**20 // bytes_per_chart(len(PLANETS)))
+    assert 1 < rows < 40
+    chunked = plan_line("--working-memory-mb", str(budget_mb))
+    assert chunked.startswith(f"patterns: 40 units in {math.ceil(40 / rows)} chunks of {rows} rows;"), chunked
+    assert f"chunk memory {rows * bytes_per_chart(len(PLANETS)) / 2**20:.1f} MiB" in chunked
+    assert not BatchRun.objects.exists() and not list(tmp_path.iterdir())
+    # A budget that holds a chart's natal aspects but not its search is refused by name before anything is
+    # stored, by the estimate and by the run alike.
+    too_small = f"{bytes_per_chart(len(PLANETS)) / 2 / 2**20:.6f}"
+    for extra in (("--estimate",), ()):
+        with pytest.raises(CommandError) as raised:
+            run_command(*options, *extra, "--working-memory-mb", too_small, *QUIET)
+        assert str(raised.value).startswith("--working-memory-mb: "), str(raised.value)
+    assert not BatchRun.objects.exists() and not list(tmp_path.iterdir())

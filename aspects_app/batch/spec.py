@@ -28,7 +28,7 @@ FORMATS: tuple[str, ...] = ("jsonl", "csv", "npz")
 # the charts under the budget by itself, and a run's blocks are sized by the rows they store (see job.py).
 OPERATIONS: dict[str, str] = {
     "natal": "natal", "synastry": "synastry", "scores": "scores", "top-k": "top_k", "transits": "transits",
-    "patterns": "natal",  # the natal aspects dominate; the search adds bytes_per_chart on the host
+    "patterns": "patterns",  # its natal aspects, then the search on the host (usually the larger per chart)
 }  # fmt: skip
 UNPLANNED_MODES = frozenset({"transits"})
 

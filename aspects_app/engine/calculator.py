@@ -50,6 +50,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("aspects_app.engine")
 
 OPERATIONS: tuple[str, ...] = ("synastry", "natal", "scores", "top_k")
+# What estimate_memory_usage plans: the operations, and the pattern search over natal aspects (batch runs).
+PLANNED_OPERATIONS: tuple[str, ...] = (*OPERATIONS, "patterns")
 # Out of device memory, a chunk is halved and retried this many times before the work moves to the CPU.
 MAX_OOM_RETRIES = 8
 _HOST = Backend("numpy", np)  # plans work that runs on the host whatever the backend (pattern search)
@@ -370,16 +372,22 @@ class MemoryOptimizedVectorizedCalculator:
         ``unchunked_bytes`` is what one broadcast over all chart pairs would hold in temporaries, ``chunked_bytes``
         the peak of this calculator's chunks, ``memory_savings_percent`` the difference, ``chunk_rows`` the rows
         per chunk; ``result_bytes`` the expected result size (hits from the orbs' coverage of the circle).
+        ``"patterns"`` plans :meth:`patterns`: its natal aspects and then its search, which runs on the host in
+        chunks of its own; the report is the one of the two with the larger chunk (usually the search's: its
+        triples and quadruples of points), the result the natal hits searched.
         """
         n1 = validation.positive_int("num_charts1", num_charts1)
         n2 = n1 if num_charts2 is None else validation.positive_int("num_charts2", num_charts2)
         p = validation.positive_int("num_planets", num_planets)
         assert n1 is not None and n2 is not None and p is not None
-        if operation not in OPERATIONS:
-            raise FieldError("operation", f"unknown operation {operation!r}; choose one of {', '.join(OPERATIONS)}")
+        if operation not in PLANNED_OPERATIONS:
+            choices = ", ".join(PLANNED_OPERATIONS)
+            raise FieldError("operation", f"unknown operation {operation!r}; choose one of {choices}")
         if points is None and self.points is None and p > len(STANDARD_POINTS):
             points = [f"P{n}" for n in range(p)]  # unnamed extra columns: names only matter for point_orbs
         names = self._points(points, p)
+        if operation == "patterns":
+            return self._patterns_plan(n1, p, names, method)
         kernel: HitKernel | None = None
         if operation in ("synastry", "natal"):
             kernel = self._path.hit_kernel(names, "all" if operation == "synastry" else "upper")
@@ -394,6 +402,23 @@ class MemoryOptimizedVectorizedCalculator:
         return memory.usage_report(
             operation, (n1, n2, p), cell, plan, kernel, method, self.backend.name, self.working_memory_mb
         )
+
+    def _patterns_plan(self, n: int, p: int, names: Sequence[str], method: str) -> dict[str, Any]:
+        # Both plans must fit the budget (each raises the budget's error otherwise), as in _run_pattern_search.
+        natal = self.estimate_memory_usage(n, None, p, "natal", method, names)
+        cell = bytes_per_chart(p)
+        search = memory.usage_report(
+            "patterns", (n, n, p), cell, self._budget.plan(n, 1, cell, _HOST), None, method, self.backend.name,
+            self.working_memory_mb,
+        )  # fmt: skip
+        peak = search if search["chunked_bytes"] >= natal["chunked_bytes"] else natal
+        return {
+            **peak,
+            "operation": "patterns",
+            "num_charts2": None,
+            "expected_hit_fraction": natal["expected_hit_fraction"],
+            "result_bytes": natal["result_bytes"],
+        }
 
     def close(self) -> None:
         """Free pooled buffers, pinned staging and device memory pools (done when a job ends)."""

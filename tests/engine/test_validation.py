@@ -277,7 +277,7 @@ def test_calculate_large_batch_aspects_input(calc: MemoryOptimizedVectorizedCalc
 ESTIMATE_KEYS = ("unchunked_bytes", "chunked_bytes", "memory_savings_percent", "chunk_rows")
 
 
-@pytest.mark.parametrize("operation", ["synastry", "natal", "scores", "top_k"])
+@pytest.mark.parametrize("operation", ["synastry", "natal", "scores", "top_k", "patterns"])
 def test_estimate_keys(operation: str) -> None:
     calc = MemoryOptimizedVectorizedCalculator(backend="numpy")
     est = calc.estimate_memory_usage(num_charts1=1000, num_charts2=500, num_planets=10, operation=operation)
