@@ -25,7 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aspects_app.engine.errors import FieldError
-from aspects_app.engine.transits import TRACK_BODIES, US_PER_DAY, TransitTrack
+from aspects_app.engine.transit_events import US_PER_DAY
+from aspects_app.engine.transits import TRACK_BODIES, TransitTrack
 
 __all__ = ["DEFAULT_BODIES", "TRACK_PADDING_DAYS", "TRACK_STEP_DAYS", "build_transit_track"]
 

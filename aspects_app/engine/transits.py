@@ -26,7 +26,16 @@ import numpy.typing as npt
 from . import xp_ops
 from .aspects import ASPECT_ANGLES, ASPECT_NAMES, STANDARD_POINTS, AspectConfig
 from .errors import FieldError
-from .transit_events import CODE_DTYPE, INDEX_DTYPE, NAT, SKY_EVENT_KINDS, TIME_DTYPE, SkyEvents, TransitEvents
+from .transit_events import (
+    CODE_DTYPE,
+    SKY_EVENT_KINDS,
+    TIME_DTYPE,
+    US_PER_DAY,
+    SkyEvents,
+    TransitEvents,
+    TransitEventsBuilder,
+    days_to_datetime64,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -38,7 +47,6 @@ TRANSIT_ORBS: Mapping[str, float] = MappingProxyType(
 # Bodies a track may carry: the planets and the mean node (the angles depend on a place, not on the sky).
 TRACK_BODIES: tuple[str, ...] = STANDARD_POINTS[:11]
 
-US_PER_DAY: Final = 86_400_000_000
 # Newton iterations stop once every residual is below this (degrees, ~4e-7″), or after MAX_NEWTON_STEPS.
 _RESIDUAL_DEG: Final = 1e-10
 _MAX_NEWTON_STEPS: Final = 60
@@ -561,12 +569,11 @@ def _walk(dev: DeviceInversion, segment: Any, value: Any, orb: Any, forward: boo
 
 @dataclass(frozen=True)
 class ChunkEvents:
-    """One chunk's events as NumPy columns (times in days since the inversion's t0; NaN: none)."""
+    """One chunk's events as NumPy columns (times in days since the inversion's t0; NaN: none); ``target`` is
+    the flat (chart in the chunk, point, side) index."""
 
-    i: npt.NDArray[np.int64]
-    point: npt.NDArray[np.int64]
+    target: npt.NDArray[np.int64]
     body: npt.NDArray[np.int64]
-    side: npt.NDArray[np.int64]
     exact: FloatArray
     starts: FloatArray
     ends: FloatArray
@@ -614,12 +621,9 @@ def search_chunk(
         exact[a:b] = to_numpy(solve(dev, seg, q))
         starts[a:b] = to_numpy(_orb_exit(dev, seg, q, u[a:b], orb[a:b], forward=False))
         ends[a:b] = to_numpy(_orb_exit(dev, seg, q, u[a:b], orb[a:b], forward=True))
-    chart = target // (p * sides)
     return ChunkEvents(
-        i=to_numpy(chart),
-        point=to_numpy((target // sides) % p),
+        target=to_numpy(target),
         body=to_numpy(_take(xp, dev.body, segment)),
-        side=to_numpy(target % sides),
         exact=exact,
         starts=starts,
         ends=ends,
@@ -627,32 +631,25 @@ def search_chunk(
     )
 
 
-def days_to_datetime64(t0_us: int, days: FloatArray) -> npt.NDArray[np.datetime64]:
-    """Days since t0 as datetime64[us], NaN as NaT."""
-    out = np.full(days.shape, NAT, dtype=TIME_DTYPE)
-    ok = ~np.isnan(days)
-    out[ok] = (t0_us + np.round(days[ok] * US_PER_DAY).astype(np.int64)).astype(TIME_DTYPE)
-    return out
-
-
-def to_events(
-    inv: Inversion, chunk: ChunkEvents, targets: Targets, offset: int, points: Sequence[str], bodies: Sequence[str],
-    backend: str,
-) -> TransitEvents:  # fmt: skip
-    """A chunk's columns as :class:`TransitEvents`, chart indices shifted by the chunk's first row."""
-    return TransitEvents(
-        i=(chunk.i + offset).astype(INDEX_DTYPE),
-        point=chunk.point.astype(CODE_DTYPE),
-        body=chunk.body.astype(CODE_DTYPE),
-        aspect=targets.codes[chunk.side],
-        exact=days_to_datetime64(inv.t0_us, chunk.exact),
-        starts=days_to_datetime64(inv.t0_us, chunk.starts),
-        ends=days_to_datetime64(inv.t0_us, chunk.ends),
-        retrograde=chunk.retrograde.astype(bool),
-        points=tuple(points),
-        bodies=tuple(bodies),
-        backend=backend,
+def append_chunk(builder: TransitEventsBuilder, chunk: ChunkEvents, targets: Targets, offset: int, points: int) -> None:
+    """A chunk's columns into ``builder``, chart indices shifted by the chunk's first row."""
+    sides = targets.sides
+    point_side = chunk.target % (points * sides)
+    builder.append(
+        {"exact": chunk.exact, "starts": chunk.starts, "ends": chunk.ends},
+        i=chunk.target // (points * sides) + offset,
+        point=point_side // sides,
+        body=chunk.body,
+        aspect=targets.codes[point_side % sides],
+        retrograde=chunk.retrograde,
     )
+
+
+def expected_events(inv: Inversion, targets: Targets) -> float:
+    """Events per chart on average over natal longitudes: each active (point, side, segment) passes once per
+    360° its body covers in the segment."""
+    covered = np.abs(inv.hi - inv.lo) / 360.0
+    return float(np.sum(np.where(targets.orbs[:, :, inv.body] >= 0, covered, 0.0)))
 
 
 def bytes_per_chart(inv: Inversion, targets: Targets, points: int) -> float:
@@ -741,11 +738,13 @@ def run_transits(
     dev = DeviceInversion.move(xp, inv, asarray)
     orbs_dev = asarray(targets.orbs)
     offsets_dev = asarray(targets.offsets)
-    parts: list[TransitEvents] = []
+    # Real charts scatter around the average (each cell passes once more or less); a low guess grows by half.
+    capacity = int(1.1 * expected_events(inv, targets) * natal.shape[0]) + 1024
+    builder = TransitEventsBuilder(capacity, points, track.bodies, backend, inv.t0_us)
 
     def reduce(rows: slice, _cols: slice) -> None:
         chunk = search_chunk(dev, asarray(natal[rows]), targets, orbs_dev, offsets_dev, to_numpy)
-        parts.append(to_events(inv, chunk, targets, rows.start, points, track.bodies, backend))
+        append_chunk(builder, chunk, targets, rows.start, len(points))
 
     drive(plan_rows(bytes_per_chart(inv, targets, len(points))), reduce)
-    return TransitEvents.concatenate(parts, points, track.bodies, backend)
+    return builder.build()
