@@ -222,6 +222,12 @@ class Inversion:
     segment) holds the cubic ``K(s) = piece_key[k] + s(d1 + s(d2 + s d3))``, s in [0, 1], increasing, over
     ``t[k] + s * piece_h[k]``; ``piece_inv_span`` is ``1 / (K(1) - K(0))`` (0 for a flat piece), for
     Newton's first guess.
+
+    ``bucket_*`` replace most sorted searches on the key axis by a table look-up: segment ``g``'s keys are cut
+    into buckets of equal width (about two per knot interval; ``bucket_scale[g]`` is one over the width) from
+    ``bucket_base[g]``, numbered from ``bucket_offset[g]``; a bucket holding at most one knot gives the search's
+    answer from ``bucket_first`` (knots at or below the bucket) and that knot's key ``bucket_key``; the few
+    others (``bucket_dense``: where a body slows down towards a station) are searched.
     """
 
     t0_us: int
@@ -253,6 +259,12 @@ class Inversion:
     piece_d2: FloatArray
     piece_d3: FloatArray
     piece_inv_span: FloatArray
+    bucket_base: FloatArray
+    bucket_scale: FloatArray
+    bucket_offset: npt.NDArray[np.int64]
+    bucket_first: npt.NDArray[np.int64]
+    bucket_key: FloatArray
+    bucket_dense: npt.NDArray[np.bool_]
 
     @property
     def segments(self) -> int:
@@ -340,8 +352,29 @@ class Inversion:
         return cls(
             t0_us, t_start, t_end, t, lon, speed, key, body, direction, first, last, base, offset,
             lo, hi, t_lo, t_hi, body_first, body_last, tuple(knots),
-            shift, shift + direction * lo, shift + direction * hi, *pieces,
+            shift, shift + direction * lo, shift + direction * hi, *pieces, *_key_buckets(key, first, last),
         )  # fmt: skip
+
+
+def _key_buckets(key: FloatArray, first: npt.NDArray[np.intp], last: npt.NDArray[np.intp]) -> tuple[Any, ...]:
+    """The bucket tables of :class:`Inversion`. Each bucket's bounds are widened by a millionth of its width, so
+    that a query's bucket computed with rounding still brackets the search's answer."""
+    base = key[first]
+    intervals = np.maximum(last - first, 1)
+    count = 2 * intervals + 1  # one more for a query at the segment's last key
+    width = (key[last] - base) / (2 * intervals)
+    scale = np.divide(1.0, width, out=np.zeros_like(width), where=width > 0)
+    offset = np.concatenate(([0], np.cumsum(count)[:-1])).astype(np.int64)
+    segment = np.repeat(np.arange(first.shape[0]), count)
+    j = np.arange(int(count.sum())) - offset[segment]
+    margin = 1e-6 * width[segment] + 1e-9
+    lower = base[segment] + j * width[segment]
+    at_or_below = np.searchsorted(key, lower - margin, side="right")  # knots <= any query in the bucket
+    below_next = np.searchsorted(key, lower + width[segment] + margin, side="left")  # knots < any query past it
+    dense = below_next - at_or_below > 1
+    inside = np.minimum(at_or_below, key.shape[0] - 1)
+    bucket_key = np.where(at_or_below < key.shape[0], key[inside], np.inf)
+    return base, scale, offset, at_or_below.astype(np.int64), bucket_key, dense
 
 
 def _evaluate_knots(knots: tuple[FloatArray, FloatArray, FloatArray], t: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -442,6 +475,12 @@ class DeviceInversion:
     piece_d2: Any
     piece_d3: Any
     piece_inv_span: Any
+    bucket_base: Any
+    bucket_scale: Any
+    bucket_offset: Any
+    bucket_first: Any
+    bucket_key: Any
+    bucket_dense: Any
 
     @classmethod
     def move(cls, xp: Any, inv: Inversion, asarray: Callable[[Any], Any]) -> DeviceInversion:
@@ -449,6 +488,7 @@ class DeviceInversion:
             xp, *(asarray(getattr(inv, name)) for name in (
                 "key", "direction", "first", "last", "shift", "q_lo", "q_hi", "lo", "hi", "body", "body_first",
                 "body_last", "t", "piece_h", "piece_key", "piece_d1", "piece_d2", "piece_d3", "piece_inv_span",
+                "bucket_base", "bucket_scale", "bucket_offset", "bucket_first", "bucket_key", "bucket_dense",
             ))
         )  # fmt: skip
 
@@ -475,8 +515,7 @@ def solve(dev: DeviceInversion, segment: Any, query: Any) -> Any:
     within its segment's keys): the knot interval from one sorted search, then Newton on the interval's cubic
     from the chord's guess. Each pass's result depends on its own inputs only, not on the others in the call."""
     xp = dev.xp
-    k = xp_ops.astype(xp, xp.searchsorted(dev.key, query, side="right"), np.int64) - 1
-    k = xp.clip(k, _take(xp, dev.first, segment), _take(xp, dev.last, segment) - 1)
+    k = xp.clip(_search(dev, segment, query) - 1, _take(xp, dev.first, segment), _take(xp, dev.last, segment) - 1)
     residual0 = _take(xp, dev.piece_key, k) - query
     d1 = _take(xp, dev.piece_d1, k)
     d2 = _take(xp, dev.piece_d2, k)
@@ -492,6 +531,20 @@ def solve(dev: DeviceInversion, segment: Any, query: Any) -> Any:
     if bool(xp.any(off)):
         s[off] = _safeguarded_newton(xp, residual0[off], d1[off], d2[off], d3[off], s[off])
     return _take(xp, dev.t, k) + s * _take(xp, dev.piece_h, k)
+
+
+def _search(dev: DeviceInversion, segment: Any, query: Any) -> Any:
+    """``searchsorted(key, query, side="right")`` for queries within their segments' keys, from the bucket
+    tables (see :class:`Inversion`), searching only the queries in dense buckets."""
+    xp = dev.xp
+    scaled = (query - _take(xp, dev.bucket_base, segment)) * _take(xp, dev.bucket_scale, segment)
+    bucket = xp_ops.astype(xp, xp.maximum(scaled, 0.0), np.int64) + _take(xp, dev.bucket_offset, segment)
+    above = xp_ops.astype(xp, _take(xp, dev.bucket_key, bucket) <= query, np.int64)  # the bucket's knot, if any
+    found = _take(xp, dev.bucket_first, bucket) + above
+    dense = _take(xp, dev.bucket_dense, bucket)
+    if bool(xp.any(dense)):
+        found[dense] = xp_ops.astype(xp, xp.searchsorted(dev.key, query[dense], side="right"), np.int64)
+    return found
 
 
 def _safeguarded_newton(xp: Any, residual0: Any, d1: Any, d2: Any, d3: Any, s: Any) -> Any:
