@@ -356,7 +356,9 @@ class Inversion:
         )  # fmt: skip
 
 
-def _key_buckets(key: FloatArray, first: npt.NDArray[np.intp], last: npt.NDArray[np.intp]) -> tuple[Any, ...]:
+def _key_buckets(key: FloatArray, first: npt.NDArray[np.intp], last: npt.NDArray[np.intp]) -> tuple[
+    FloatArray, FloatArray, npt.NDArray[np.int64], npt.NDArray[np.int64], FloatArray, npt.NDArray[np.bool_]
+]:  # fmt: skip
     """The bucket tables of :class:`Inversion`. Each bucket's bounds are widened by a millionth of its width, so
     that a query's bucket computed with rounding still brackets the search's answer."""
     base = key[first]
@@ -390,7 +392,7 @@ def _evaluate_knots(knots: tuple[FloatArray, FloatArray, FloatArray], t: FloatAr
 def _key_pieces(
     t: FloatArray, lon: FloatArray, speed: FloatArray, direction: FloatArray, shift: FloatArray,
     first: npt.NDArray[np.intp], last: npt.NDArray[np.intp],
-) -> tuple[FloatArray, ...]:  # fmt: skip
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:  # fmt: skip
     """Per knot interval, the cubic on the key axis (see :class:`Inversion`): computed once here, so that a search
     gathers six numbers per pass instead of building them from the knots. Intervals that cross from one segment
     into the next (or lie in dropped segments) are never searched and stay zero."""
