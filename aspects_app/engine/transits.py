@@ -442,6 +442,10 @@ class Targets:
         return int(self.offsets.shape[0])
 
 
+# On the CPU, a chunk's charts are searched in blocks whose estimated temporaries fit this (a few MiB really): the
+# grid and event columns then stay in the caches and in memory already mapped. Measured on the 2-core development
+# machine, 2,000 chart-years: 1.7x the events/s of whole 256 MiB chunks; 16 to 64 MiB are alike.
+CPU_BLOCK_MB: Final = 32
 # Events are searched in blocks of this many on the CPU, so that a block's temporaries (~25 float64 arrays of it)
 # stay in the core's L2 cache; a GPU takes a chunk's events at once.
 EVENT_BLOCK: Final = 1 << 14
@@ -797,9 +801,15 @@ def run_transits(
     capacity = int(1.1 * expected_events(inv, targets) * natal.shape[0]) + 1024
     builder = TransitEventsBuilder(capacity, points, track.bodies, backend, inv.t0_us)
 
-    def reduce(rows: slice, _cols: slice) -> None:
-        chunk = search_chunk(dev, asarray(natal[rows]), targets, orbs_dev, offsets_dev, to_numpy)
-        append_chunk(builder, chunk, targets, rows.start, len(points))
+    per_chart = bytes_per_chart(inv, targets, len(points))
+    # A GPU takes each planned chunk at once; the CPU goes through it in smaller blocks of charts (see CPU_BLOCK_MB).
+    step = 1 << 62 if xp_ops.numpy_like(xp) and xp is not np else max(1, int(CPU_BLOCK_MB * 2**20 // per_chart))
 
-    drive(plan_rows(bytes_per_chart(inv, targets, len(points))), reduce)
+    def reduce(rows: slice, _cols: slice) -> None:
+        for first in range(rows.start, rows.stop, step):
+            block = slice(first, min(first + step, rows.stop))
+            chunk = search_chunk(dev, asarray(natal[block]), targets, orbs_dev, offsets_dev, to_numpy)
+            append_chunk(builder, chunk, targets, first, len(points))
+
+    drive(plan_rows(per_chart), reduce)
     return builder.build()
