@@ -1008,9 +1008,10 @@ def transit_range(
         raise FieldError("end", f"at most {max_days:g} days after start, got {(last - first) / timedelta(days=1):g}")
     lowest, highest = ephemeris.supported_range()
     pad = timedelta(days=TRACK_PADDING_DAYS)
-    if first - pad < lowest:
+    # The padding moves the ephemeris' ends, not the range: first - pad overflows datetime at year 1.
+    if first < lowest + pad:
         raise FieldError("start", f"the ephemeris (DE421) starts at {lowest.isoformat()}; start a day after that")
-    if last + pad > highest:
+    if last > highest - pad:
         raise FieldError("end", f"the ephemeris (DE421) ends at {highest.isoformat()}; end a day before that")
     return first, last
 
