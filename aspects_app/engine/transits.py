@@ -531,7 +531,7 @@ def solve(dev: DeviceInversion, segment: Any, query: Any) -> Any:
     within its segment's keys): the knot interval from one sorted search, then Newton on the interval's cubic
     from the chord's guess. Each pass's result depends on its own inputs only, not on the others in the call."""
     xp = dev.xp
-    k = xp.clip(_search(dev, segment, query) - 1, _take(xp, dev.first, segment), _take(xp, dev.last, segment) - 1)
+    k = xp.clip(search_keys(dev, segment, query) - 1, _take(xp, dev.first, segment), _take(xp, dev.last, segment) - 1)
     residual0 = _take(xp, dev.piece_key, k) - query
     d1 = _take(xp, dev.piece_d1, k)
     d2 = _take(xp, dev.piece_d2, k)
@@ -552,7 +552,7 @@ def solve(dev: DeviceInversion, segment: Any, query: Any) -> Any:
     return _take(xp, dev.t, k) + s * _take(xp, dev.piece_h, k)
 
 
-def _search(dev: DeviceInversion, segment: Any, query: Any) -> Any:
+def search_keys(dev: DeviceInversion, segment: Any, query: Any) -> Any:
     """``searchsorted(key, query, side="right")`` for queries within their segments' keys, from the bucket
     tables (see :class:`Inversion`), searching only the queries in dense buckets."""
     xp = dev.xp

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aspects_app.engine import ASPECT_NAMES, AspectConfig, MemoryOptimizedVectorizedCalculator, TransitEvents
-from aspects_app.engine.transits import TRANSIT_ORBS, TransitTrack, sky_events
+from aspects_app.engine.transit_events import TransitEventsBuilder
+from aspects_app.engine.transits import TRANSIT_ORBS, DeviceInversion, TransitTrack, search_keys, sky_events
 from aspects_app.ephemeris import compute_positions, transit_track
 
 from .helpers import CPU_BACKENDS
@@ -302,6 +303,51 @@ def test_chunks_and_backends_give_identical_results(backend: str) -> None:
     assert len(plain) == len(reference)
     assert (reference.ends[sun] - reference.starts[sun] > plain.ends[sun] - plain.starts[sun]).any()
     np.testing.assert_array_equal(reference.ends[~sun], plain.ends[~sun])
+
+
+def test_bucket_search_answers_as_the_sorted_search(sample_track: TransitTrack) -> None:
+    """The key axis' bucket tables give searchsorted's answer for queries anywhere in their segments, at knots,
+    at the segments' ends, and where a body slows down to its stations (the dense buckets)."""
+    inv = sample_track.inversion()
+    dev = DeviceInversion.move(np, inv, np.asarray)
+    rng = np.random.default_rng(11)
+    segment = rng.integers(0, inv.segments, 200_000)
+    query = inv.q_lo[segment] + rng.uniform(0, 1, segment.shape[0]) * (inv.q_hi[segment] - inv.q_lo[segment])
+    every = np.arange(inv.segments)
+    knots = np.concatenate([np.arange(inv.first[g], inv.last[g] + 1) for g in every])
+    owners = np.concatenate([np.full(inv.last[g] - inv.first[g] + 1, g) for g in every])
+    segment = np.concatenate((segment, every, every, owners))
+    query = np.concatenate((query, inv.q_lo, inv.q_hi, inv.key[knots]))
+    inside = (query >= inv.q_lo[segment]) & (query <= inv.q_hi[segment])
+    segment, query = segment[inside], query[inside]
+    dense = inv.bucket_dense[
+        np.maximum((query - inv.bucket_base[segment]) * inv.bucket_scale[segment], 0).astype(np.int64)
+        + inv.bucket_offset[segment]
+    ]
+    assert 0 < dense.mean() < 0.1  # both paths are taken
+    np.testing.assert_array_equal(search_keys(dev, segment, query), np.searchsorted(inv.key, query, side="right"))
+
+
+def test_builder_grows_past_a_low_estimate(sample_events: TransitEvents) -> None:
+    t0_us = int(np.datetime64("2027-01-01T00:00:00", "us").astype(np.int64))
+    builder = TransitEventsBuilder(10, sample_events.points, sample_events.bodies, "numpy", t0_us)
+    for part in np.array_split(np.arange(len(sample_events)), 7):
+        chunk = sample_events.select(part)
+        days = {
+            name: np.where(np.isnat(column), np.nan, (column.astype(np.int64) - t0_us) / 86_400e6)
+            for name, column in (("exact", chunk.exact), ("starts", chunk.starts), ("ends", chunk.ends))
+        }
+        others = {name: getattr(chunk, name) for name in ("i", "point", "body", "aspect", "retrograde")}
+        builder.append(days, **others)
+    built = builder.build()
+    for name, column in sample_events.to_arrays().items():
+        got = built.to_arrays()[name]
+        assert got.dtype == column.dtype, name
+        if name in ("exact", "starts", "ends"):  # through float days: within a microsecond
+            assert (np.isnat(got) == np.isnat(column)).all()
+            assert np.abs((got - column)[~np.isnat(column)].astype(np.int64)).max() <= 1
+        else:
+            np.testing.assert_array_equal(got, column, err_msg=name)
 
 
 def test_records_and_json(sample_events: TransitEvents) -> None:
