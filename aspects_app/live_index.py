@@ -39,7 +39,7 @@ from django.utils import timezone
 from . import features
 from .conf import get_config
 from .index import KINDS, MatchIndex, read_index_metadata
-from .models import Chart, ChartFeatures
+from .models import Chart, ChartFeatures, id_batches
 
 OVERFETCH = 4
 _lock = threading.Lock()
@@ -252,12 +252,16 @@ def search(
     )
     width = OVERFETCH * k
     query = np.asarray(feature_a, dtype=np.float64)[None, :]
+    asked = set(delta)
+    shown = _visible_ids(visible, delta)
     while True:
         with _lock:
             hits = index.search(query, min(width, max(1, len(index))), exclude_self_ids=np.array([chart.pk]))
             exhausted = width >= len(index)
-        candidates = {int(i) for i in hits.ids[0].tolist() if i >= 0} | delta
-        shown = set(visible.filter(pk__in=list(candidates)).values_list("pk", flat=True)) if candidates else set()
+        # Each id's visibility is asked once, however often a wider search returns it again.
+        fresh = {int(i) for i in hits.ids[0].tolist() if i >= 0} - asked
+        asked |= fresh
+        shown |= _visible_ids(visible, fresh)
         shown.discard(chart.pk)
         if len(shown - delta) >= k or exhausted:
             break
@@ -268,3 +272,12 @@ def search(
     scores = features.scores_against(matrix, feature_a)
     order = np.lexsort((matrix.ids, -scores))[:k]
     return [(int(matrix.ids[j]), float(scores[j])) for j in order]
+
+
+def _visible_ids(visible: QuerySet[Chart], ids: set[int]) -> set[int]:
+    """Those of ``ids`` in ``visible``, asked in id batches: a search that widened to the whole index (a caller
+    who sees few of its charts) holds as many ids as the index."""
+    found: set[int] = set()
+    for batch in id_batches(sorted(ids)):
+        found.update(visible.filter(pk__in=list(batch)).values_list("pk", flat=True))
+    return found

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,16 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from aspects_app import features, live_index
 from aspects_app.engine import MemoryOptimizedVectorizedCalculator
 from aspects_app.engine.harmonic import HarmonicConfig
-from aspects_app.models import Chart, ChartFeatures
-from tests.conftest import PLANETS, ChartFactory, positions_payload
+from aspects_app.models import ID_BATCH, Chart, ChartFeatures
+from tests.conftest import PLANETS, ChartFactory, positions_payload, random_positions
 
 API = "/api/aspects"
 CHARTS = f"{API}/charts/"
@@ -254,6 +257,32 @@ def test_charts_changed_in_another_process_are_scored_from_the_delta(
             moved.refresh_from_db()
             assert result == expected_top(me, [*visible_to_alice(crowd, me), twin], k)
         assert twin.pk in {pk for pk, _ in result}
+
+
+def _largest_in_list(sql: str) -> int:
+    """The most values any ``IN (...)`` list of literal ids in ``sql`` holds."""
+    return max((group.count(",") + 1 for group in re.findall(r" IN \(([0-9, ]+)\)", sql)), default=0)
+
+
+def test_a_caller_who_sees_few_of_the_indexed_charts_never_sends_an_unbounded_id_list(
+    alice_client: APIClient, crowd: dict[str, list[Chart]], bob: Any, index_settings: dict[str, Any]
+) -> None:
+    # Many private charts in the index, few visible to alice: the over-fetch widens to the whole index. Its
+    # visibility filter must go in id batches (ID_BATCH, what every database takes) and ask each id once: one IN
+    # list of every index hit failed on SQLite's 999-variable builds and grows with the index everywhere.
+    hidden = []
+    for n in range(ID_BATCH + 300):
+        chart = Chart(owner=bob, name=f"hidden {n}")
+        chart.set_positions(PLANETS, random_positions(10_000 + n)[0])
+        hidden.append(chart)
+    features.store_features(Chart.objects.bulk_create(hidden))
+    me = crowd["alice"][0]
+    with override_settings(ASPECTS={**index_settings, "INDEX_KIND": "exact", "MAX_MATCH_CANDIDATES": 3}):
+        call_command("aspects_index", "build", verbosity=0)
+        with CaptureQueriesContext(connection) as queries:
+            result = got(alice_client.get(matches_url(me.pk), {"method": "harmonic", "k": 100}))
+    assert result == expected_top(me, visible_to_alice(crowd, me), 100)
+    assert max(_largest_in_list(q["sql"]) for q in queries.captured_queries) <= ID_BATCH
 
 
 # -- manage.py aspects_index -------------------------------------------------------------------------------------
