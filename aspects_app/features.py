@@ -73,7 +73,9 @@ def store_features(charts: Iterable[Chart]) -> list[int]:
     ids = _store_groups({points: [(int(c.pk), c.positions_hash, bytes(c.longitudes)) for c in group]
                          for points, group in by_points.items()})  # fmt: skip
     if ids:
-        transaction.on_commit(lambda: features_stored.send(sender=ChartFeatures, chart_ids=ids))
+        # robust: the write has committed by then; a follower's failure (the broker down) is logged, not raised
+        # as a 500 that a client would retry into a second chart.
+        transaction.on_commit(lambda: features_stored.send(sender=ChartFeatures, chart_ids=ids), robust=True)
     return ids
 
 

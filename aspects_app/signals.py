@@ -42,7 +42,7 @@ def repair_lists_of_deleted(sender: type[Chart], instance: Chart, **kwargs: Any)
         live_index.forget_chart(chart_id)
         tasks.schedule_refresh([], holders)
 
-    transaction.on_commit(after_commit)
+    transaction.on_commit(after_commit, robust=True)  # the delete has committed: a failure here is logged
 
 
 @receiver(connection_created)

@@ -152,3 +152,32 @@ def _settled() -> bool:
     with app.connection_for_write() as conn:
         waiting = conn.default_channel.client.llen(QUEUE)
     return waiting == 0 and stored_lists() == first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_down_after_the_commit_does_not_fail_the_committed_write(
+    django_user_model: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The upkeep runs once the chart's transaction has committed: a failure there (the broker unreachable) must
+    # not turn a stored chart into a 500, which a client would retry into a duplicate; it is logged.
+    from kombu.exceptions import OperationalError
+
+    from aspects_app import tasks
+    from tests.conftest import positions_payload
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("broker unreachable")
+
+    monkeypatch.setattr(tasks.refresh_matches, "apply_async", unreachable)
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user("writer", password="pw"))
+    settings = {"FRESH_MATCHES_K": K, "FRESH_MATCHES_CELERY": True, "THROTTLE_ANON": None, "THROTTLE_USER": None}
+    with override_settings(ASPECTS=settings):
+        created = client.post("/api/aspects/charts/", positions_payload(seed=3), format="json")
+        assert created.status_code == 201, created.content[:300]
+        assert Chart.objects.filter(pk=created.json()["id"]).exists()
+        other = client.post("/api/aspects/charts/", positions_payload(seed=4), format="json")
+        assert other.status_code == 201, other.content[:300]
+        assert client.delete(f"/api/aspects/charts/{created.json()['id']}/").status_code == 204
+    assert not Chart.objects.filter(pk=created.json()["id"]).exists()
+    assert "broker unreachable" in caplog.text
