@@ -18,6 +18,7 @@ from django.shortcuts import render
 
 from aspects_app import services
 from aspects_app.engine import AspectConfig
+from aspects_app.engine.errors import FieldError
 from aspects_app.engine.zodiac import zodiac_positions
 from aspects_app.models import Chart
 
@@ -35,6 +36,7 @@ class ChartSummary:
     aspects: list[dict[str, Any]]
     patterns: list[dict[str, Any]]
     matches: list[dict[str, Any]]
+    matches_refused: bool = False  # more candidates than a request ranks (MAX_MATCH_CANDIDATES)
 
 
 # How the page names a pattern (the API's names are "t-square", "grand-trine"...).
@@ -54,7 +56,12 @@ def _summary(user: Any, chart: Chart, config: AspectConfig, k: int) -> ChartSumm
         {"name": PATTERN_LABELS.get(p["pattern"], p["pattern"]), "points": ", ".join(map(_label, p["points"]))}
         for p in services.chart_patterns(chart, config).patterns
     ]
-    best = services.top_matches(chart, services.match_candidates(user, chart), k, MATCH_METHOD, config)
+    try:
+        best = services.top_matches(chart, services.match_candidates(user, chart), k, MATCH_METHOD, config)
+    except FieldError as exc:
+        if exc.field != "k":  # past MAX_MATCH_CANDIDATES: a batch job's work, not a page's
+            raise
+        return ChartSummary(chart, aspects, patterns, [], matches_refused=True)
     names = dict(services.visible_charts(user).filter(pk__in=[m["chart"] for m in best]).values_list("pk", "name"))
     matches = [{**m, "name": names.get(m["chart"], "")} for m in best]
     return ChartSummary(chart, aspects, patterns, matches)

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 
 from aspects_app import services
 from aspects_app.demo_data import create_demo_charts
@@ -108,3 +108,12 @@ def test_names_are_text_and_private_charts_are_not_found(
 
 def test_without_demo_data_the_list_says_how_to_make_it(client: Client) -> None:
     assert "make demo" in page(client, "/demo/")
+
+
+def test_more_charts_than_a_request_compares_still_serves_the_pages(client: Client, demo_charts: list[Chart]) -> None:
+    # Past MAX_MATCH_CANDIDATES the services refuse to rank partners (a batch job's work): the pages still show
+    # the charts, saying why there are no matches, instead of a 500.
+    with override_settings(ASPECTS={"MAX_MATCH_CANDIDATES": 5}):
+        for html in (page(client, "/demo/"), page(client, f"/demo/charts/{demo_charts[0].pk}/")):
+            assert "too many charts to rank here" in html
+            assert not re.search(r'<li><a href="/demo/charts/\d+/">', html)
