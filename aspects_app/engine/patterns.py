@@ -11,9 +11,10 @@ docs/patterns.md for the definitions and the synastry rule.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -167,7 +168,12 @@ class ChartPatterns:
 # -- index tables ------------------------------------------------------------------------------------------------
 
 
-@cache
+# Index tables are kept for this many point counts (each count has a triples' and a quadruples' table): charts
+# may have any number of points, and a table near the budget's limit holds a few hundred MiB.
+KEPT_POINT_COUNTS = 8
+
+
+@lru_cache(maxsize=2 * KEPT_POINT_COUNTS)
 def _combinations(num_points: int, k: int) -> npt.NDArray[np.intp]:
     """(C(P, k), k) point indices, each row ascending."""
     rows = list(itertools.combinations(range(num_points), k))
@@ -190,8 +196,8 @@ _APEX_ROLES: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (0, 2, 1), (1, 2, 0)
 def bytes_per_chart(num_points: int) -> float:
     """Temporaries of the search per chart: the code matrix, the triples' and quadruples' gathered codes and
     their boolean tests, and the stellium comparison, with room for the masks of one pattern at a time."""
-    triples = len(_combinations(num_points, 3)) if num_points >= 3 else 0
-    quads = len(_combinations(num_points, 4)) if num_points >= 4 else 0
+    # Counted, not listed: the budget check must stay cheap for the charts it refuses (C(255, 4) is 1.7e8).
+    triples, quads = math.comb(num_points, 3), math.comb(num_points, 4)
     return float(2 * num_points**2 + 24 * triples + 40 * quads + 24 * num_points**2 + 64)
 
 

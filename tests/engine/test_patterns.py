@@ -20,6 +20,7 @@ from aspects_app.engine import (
     natal_patterns,
     synastry_patterns,
 )
+from aspects_app.engine import patterns as patterns_module
 from aspects_app.engine.errors import FieldError
 
 from .helpers import CPU_BACKENDS
@@ -295,6 +296,40 @@ def test_result_helpers() -> None:
     ]
     assert len(found.select(np.array([], dtype=np.intp))) == 0
     assert len(calculator().patterns([[0.0, 1.0]])) == 0  # too few points for any figure
+
+
+def test_a_chart_of_many_points_is_refused_by_the_budget_without_listing_its_quadruples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 255 points (the most a chart may have): C(255, 4) = 172 million quadruples, ~15 GB as Python tuples. The
+    # budget check counts them: such a chart is a prompt error on the budget (a 400), not a worker that lists
+    # them all first and runs out of memory (GET charts/{id}/patterns/ of a 240-point pair took 48 s to refuse).
+    listed: list[int] = []
+    original = patterns_module._combinations
+
+    def recorded(num_points: int, k: int) -> Any:
+        listed.append(num_points)
+        if num_points > 100:  # not listed here either: the current code would take minutes and ~15 GB
+            raise AssertionError(f"listed the {k}-combinations of {num_points} points")
+        return original(num_points, k)
+
+    monkeypatch.setattr(patterns_module, "_combinations", recorded)
+    lon = np.random.default_rng(1).uniform(0, 360, (1, 255))
+    with pytest.raises(FieldError) as refused:
+        calculator(working_memory_mb=256).patterns(lon, points=names(255))
+    assert refused.value.field == "working_memory_mb"
+    with pytest.raises(FieldError):
+        calculator(working_memory_mb=256).synastry_patterns(lon[:, :120], lon[:, 120:240], points=names(120))
+    assert not listed
+
+
+def test_index_tables_are_kept_for_a_few_point_counts_only() -> None:
+    # Charts may have any number of points: one table per count ever seen, kept for good, grew without bound
+    # (a few hundred MiB each near the budget's limit).
+    rng = np.random.default_rng(5)
+    for count in range(4, 40):
+        calculator().patterns(rng.uniform(0, 360, (1, count)), points=names(count))
+    assert patterns_module._combinations.cache_info().currsize <= 2 * patterns_module.KEPT_POINT_COUNTS
 
 
 # -- bad input -----------------------------------------------------------------------------------------------------
