@@ -16,27 +16,14 @@ from types import MappingProxyType
 
 import svg
 
+from ..engine.zodiac import SIGN_NAMES
 from .document import px
 
 TEXT_PRESENTATION = "\ufe0e"
 
-SIGNS: tuple[str, ...] = (
-    "Aries",
-    "Taurus",
-    "Gemini",
-    "Cancer",
-    "Leo",
-    "Virgo",
-    "Libra",
-    "Scorpio",
-    "Sagittarius",
-    "Capricorn",
-    "Aquarius",
-    "Pisces",
-)
+# The engine's sign names, which the zodiac payloads use (one list, so a picture and a payload agree).
+SIGNS = SIGN_NAMES
 SIGN_GLYPHS: tuple[str, ...] = tuple(chr(0x2648 + k) + TEXT_PRESENTATION for k in range(12))
-# Fire, earth, air, water repeat around the zodiac from Aries.
-ELEMENTS: tuple[str, ...] = ("fire", "earth", "air", "water")
 
 POINT_GLYPHS: Mapping[str, str] = MappingProxyType(
     {

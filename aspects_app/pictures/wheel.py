@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import svg
 
+from ..engine.zodiac import ELEMENTS
 from .data import AspectMark, Chart, ChartData, SynastryData, check_chart, check_synastry
 from .describe import aspect_title, aspects_text, owned_labels, point_title, positions_text
 from .document import check_size, document, escaped, px, title
 from .glyphs import (
     ANGLE_LABELS,
-    ELEMENTS,
     RETROGRADE,
     SIGN_GLYPHS,
     SIGNS,
