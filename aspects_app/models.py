@@ -288,7 +288,8 @@ class TransitEvent(models.Model):
     """
 
     chart = models.ForeignKey(Chart, on_delete=models.CASCADE, related_name="transit_events")
-    point = models.CharField(max_length=32, help_text="The natal point (e.g. Venus).")
+    # As long as the point names a chart may have (the API takes 64 characters): PostgreSQL refuses longer ones.
+    point = models.CharField(max_length=64, help_text="The natal point (e.g. Venus).")
     body = models.CharField(max_length=32, help_text="The transiting body (e.g. Mars).")
     aspect = models.CharField(max_length=16)
     exact = models.DateTimeField(help_text="When the body stands exactly at natal point ± aspect angle (UTC).")

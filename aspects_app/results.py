@@ -147,11 +147,12 @@ def _insert_transit_events(rows: Sequence[Sequence[Any]], config_hash: str, run_
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # COPY of text lines: several times the rows per second of INSERTs (or of psycopg's write_row, which
-            # adapts value by value). Names and hashes hold no tabs, backslashes or newlines.
-            tail = f"\t{config_hash}\t{NULL if run_id is None else run_id}\n"
+            # adapts value by value). Point names are the caller's text: escaped, or a tab, newline or backslash
+            # in one would split its row and could write another chart's.
+            tail = f"\t{_copy_text(config_hash)}\t{NULL if run_id is None else run_id}\n"
             text = "".join(
-                f"{chart}\t{point}\t{body}\t{aspect}\t{_copy_moment(exact)}\t{_copy_moment(starts)}\t"
-                f"{_copy_moment(ends)}\t{'t' if retrograde else 'f'}{tail}"
+                f"{chart}\t{_copy_text(point)}\t{_copy_text(body)}\t{_copy_text(aspect)}\t{_copy_moment(exact)}\t"
+                f"{_copy_moment(starts)}\t{_copy_moment(ends)}\t{'t' if retrograde else 'f'}{tail}"
                 for chart, point, body, aspect, exact, starts, ends, retrograde in rows
             )
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
@@ -168,6 +169,12 @@ def _insert_transit_events(rows: Sequence[Sequence[Any]], config_hash: str, run_
 
 
 NULL = "\\N"  # COPY's text format
+# The characters COPY's text format reads specially, as its escapes.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
 
 
 def _copy_moment(moment: datetime | None) -> str:

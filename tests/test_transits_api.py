@@ -331,6 +331,24 @@ def test_storing_a_block_again_replaces_it(make_chart: ChartFactory) -> None:
     ]  # fmt: skip
 
 
+def test_point_names_are_stored_as_given_whatever_characters_they_hold(make_chart: ChartFactory, bob: Any) -> None:
+    # Point names are the caller's text (the API takes up to 64 characters). PostgreSQL's COPY text format reads
+    # tabs and newlines as separators and backslashes as escapes: unescaped, a name could end its own row and
+    # write a second one, here an event of someone else's chart.
+    victim = make_chart(bob)
+    attacker = make_chart()
+    forged = f"P\tB\tA\t2027-01-01\t\\N\t\\N\tf\t\t\\N\n{victim.pk}\tZ"
+    names = [forged, "back\\slash\\", "carriage\rreturn", "a" * 64, "Mars"]
+    assert all(len(name) <= 64 for name in names)
+    base = datetime(2027, 3, 1, tzinfo=UTC)
+    rows = [(attacker.pk, name, "Mars", "trine", base + timedelta(days=n), None, None, False)
+            for n, name in enumerate(names)]  # fmt: skip
+    assert _store(attacker, rows) == len(rows)
+    assert not TransitEvent.objects.filter(chart=victim).exists()
+    stored = TransitEvent.objects.filter(chart=attacker).order_by("exact")
+    assert list(stored.values_list("point", "body", "aspect")) == [(name, "Mars", "trine") for name in names]
+
+
 def test_editing_the_positions_deletes_the_charts_stored_events(
     alice_client: APIClient, stored: dict[str, Chart]
 ) -> None:
