@@ -37,6 +37,7 @@ class ChartSummary:
     patterns: list[dict[str, Any]]
     matches: list[dict[str, Any]]
     matches_refused: bool = False  # more candidates than a request ranks (MAX_MATCH_CANDIDATES)
+    problem: str | None = None  # why the stored positions cannot be used (a row written around the app)
 
 
 # How the page names a pattern (the API's names are "t-square", "grand-trine"...).
@@ -49,6 +50,9 @@ def _label(point: str) -> str:
 
 
 def _summary(user: Any, chart: Chart, config: AspectConfig, k: int) -> ChartSummary:
+    problem = chart.positions_problem()
+    if problem is not None:  # as the API's list: such a row shows as it is, the other charts as usual
+        return ChartSummary(chart, [], [], [], problem=problem)
     aspects = [
         {**a, "p1": _label(a["p1"]), "p2": _label(a["p2"])} for a in services.natal_aspects(chart, config).aspects()
     ]
@@ -83,7 +87,11 @@ def chart_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such chart, or not visible.")
     summary = _summary(request.user, chart, services.aspect_config(), DETAIL_MATCHES)
     speeds = chart.speed_array
-    positions = zodiac_positions(
-        chart.longitude_array[None, :], None if speeds is None else speeds[None, :], points=list(chart.points)
-    ).to_records()
+    positions = (
+        []
+        if summary.problem is not None
+        else zodiac_positions(
+            chart.longitude_array[None, :], None if speeds is None else speeds[None, :], points=list(chart.points)
+        ).to_records()
+    )
     return render(request, "demo/chart_detail.html", {"row": summary, "positions": positions})

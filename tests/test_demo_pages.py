@@ -117,3 +117,17 @@ def test_more_charts_than_a_request_compares_still_serves_the_pages(client: Clie
         for html in (page(client, "/demo/"), page(client, f"/demo/charts/{demo_charts[0].pk}/")):
             assert "too many charts to rank here" in html
             assert not re.search(r'<li><a href="/demo/charts/\d+/">', html)
+
+
+def test_a_chart_row_written_around_the_app_does_not_fail_the_pages(
+    client: Client, demo_charts: list[Chart], make_chart: ChartFactory
+) -> None:
+    # As the API's list (issue 13): a public row with points and no longitudes shows as such, the other charts
+    # as usual, instead of a 500 for the whole page.
+    broken = make_chart(None, name="broken row", is_public=True)
+    Chart.objects.filter(pk=broken.pk).update(points=["Sun", "Moon"], longitudes=b"")
+    listing = page(client, "/demo/?page=2")
+    assert "broken row" in listing and "positions that cannot be used" in listing
+    assert len(re.findall(r"wheel\.svg\?size=300", listing)) == DEMO_CHARTS - 20  # its wheel would be a 400
+    detail = page(client, f"/demo/charts/{broken.pk}/")
+    assert "positions that cannot be used" in detail and "<img" not in detail
