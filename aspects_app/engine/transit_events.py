@@ -55,6 +55,22 @@ def write_moments(out: npt.NDArray[np.datetime64], t0_us: int, days: npt.NDArray
     micro[missing] = NAT.astype(np.int64)
 
 
+def _empty_without_huge_pages(capacity: int, dtype: Any) -> npt.NDArray[Any]:
+    """``np.empty`` without NumPy's transparent-huge-page advice (which it gives every array of 4 MiB or more).
+    With the kernel's THP defrag on "madvise", the advice makes each first touch of a large fresh result compact
+    memory: 3.9 s instead of 0.5 s for 1.4 GB on the development VM. Falls back to plain ``np.empty`` where NumPy
+    lacks the switch."""
+    core = getattr(np, "_core", None)
+    toggle = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if toggle is None:
+        return np.empty(capacity, dtype)
+    previous = toggle(False)
+    try:
+        return np.empty(capacity, dtype)
+    finally:
+        toggle(previous)
+
+
 def _aware(values: npt.NDArray[np.datetime64]) -> list[datetime | None]:
     """datetime64[us] values as aware UTC datetimes, NaT as None."""
     return [None if v is None else v.replace(tzinfo=UTC) for v in values.astype(object).tolist()]
@@ -166,12 +182,12 @@ class TransitEventsBuilder:
 
     @staticmethod
     def _allocate(capacity: int) -> dict[str, npt.NDArray[Any]]:
-        columns: dict[str, npt.NDArray[Any]] = {"i": np.empty(capacity, INDEX_DTYPE)}
+        columns: dict[str, npt.NDArray[Any]] = {"i": _empty_without_huge_pages(capacity, INDEX_DTYPE)}
         for name in ("point", "body", "aspect"):
-            columns[name] = np.empty(capacity, CODE_DTYPE)
+            columns[name] = _empty_without_huge_pages(capacity, CODE_DTYPE)
         for name in ("exact", "starts", "ends"):
-            columns[name] = np.empty(capacity, TIME_DTYPE)
-        columns["retrograde"] = np.empty(capacity, np.bool_)
+            columns[name] = _empty_without_huge_pages(capacity, TIME_DTYPE)
+        columns["retrograde"] = _empty_without_huge_pages(capacity, np.bool_)
         return columns
 
     def append(self, days: dict[str, npt.NDArray[np.float64]], **values: npt.NDArray[Any]) -> None:
