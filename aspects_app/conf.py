@@ -73,6 +73,9 @@ class AspectsSettings:
     # Synastry stores a database row per pair: above this many pairs only staff may ask for it through the API
     # (others: compute_aspects --mode synastry --output FILE).
     max_job_synastry_pairs: int | None = 100_000
+    # Longest transits range a job may ask for, in days (about 10 years; the workers build ~0.5 s of sky track per
+    # year, and a row per event is stored): past it POST jobs/ answers 400 naming ``end``. None lifts it.
+    max_job_transit_days: int | None = 3653
     # House system of chart payloads, stored cusps and pictures (aspects_app.houses.HOUSE_SYSTEMS); a request may
     # ask for another with ?houses=.
     house_system: str = "placidus"

@@ -7,9 +7,10 @@ name fields their own way (the API's ``charts``, the command's ``--ids``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -229,7 +230,8 @@ def _ids_only(ids: Sequence[int]) -> Population:
 def job_size(spec: JobSpec) -> JobSize:
     """The spec's units, counted by the batch layer's own :meth:`Computation.units` (over the whole groups, as
     ``--estimate`` and the run count them), and the database rows they become: one per chart (natal) or pair
-    (synastry), ``k`` per chart (top-k), the first chart's events per chart (transits)."""
+    (synastry), ``k`` per chart (top-k), the first chart's events per chart (transits; estimated on a sample
+    of the range, :func:`_transit_events_per_chart`)."""
     a = _ids_only(spec.group_a)
     b = a if spec.group_b is None else _ids_only(spec.group_b)
     whole = Block(slice(0, len(a.ids)), a, b, spec.within_one_group)
@@ -241,19 +243,44 @@ def job_size(spec: JobSpec) -> JobSize:
     return JobSize(units, rows)
 
 
+# The job API estimates a transits job's rows on this much of its range: building the sky track costs ~0.5 s a
+# year, so counting on the whole of a long range would outlast the request (gunicorn's 30 s timeout).
+TRANSIT_SAMPLE_DAYS = 366
+
+
 def _transit_events_per_chart(spec: JobSpec) -> int:
-    """A transits job's rows per chart, counted on its first chart (every chart sees the same sky)."""
-    computation = Computation(replace(spec, group_a=spec.group_a[:1]))
+    """A transits job's rows per chart, an estimate: the first chart's events (every chart sees the same sky) over
+    the first TRANSIT_SAMPLE_DAYS of the range, scaled by the range's length (rounded up); exact for a range no
+    longer than that. The run itself counts every event."""
+    window = spec.transit_window()
+    assert window is not None  # a transits spec has its range (JobSpec checks it)
+    start, end = window
+    sample_end = min(end, start + timedelta(days=TRANSIT_SAMPLE_DAYS))
+    computation = Computation(replace(spec, group_a=spec.group_a[:1], end=sample_end.isoformat()))
     try:
         first, _ = computation.load_groups()
-        return computation.transit_events_per_chart(first)
+        sampled = computation.transit_events_per_chart(first)
     finally:
         computation.calculator.close()
+    return math.ceil(sampled * ((end - start) / (sample_end - start)))
+
+
+def _check_transit_range(spec: JobSpec) -> None:
+    """A transits range past MAX_JOB_TRANSIT_DAYS is refused, naming ``end``."""
+    maximum = get_config().max_job_transit_days
+    window = spec.transit_window()
+    if maximum is None or window is None:
+        return
+    days = (window[1] - window[0]) / timedelta(days=1)
+    if days > maximum:
+        message = f"the range is {days:g} days, over MAX_JOB_TRANSIT_DAYS ({maximum}); ask for a shorter range"
+        raise JobTooLarge("end", "MAX_JOB_TRANSIT_DAYS", maximum, math.ceil(days), message)
 
 
 def _check_size(spec: JobSpec, staff: bool) -> None:
     """The job API's size quotas (README, "Settings"); staff may store synastry rows past its threshold."""
     config = get_config()
+    _check_transit_range(spec)  # first: it bounds the counting's work too
     size = job_size(spec)
     checks = [
         ("MAX_JOB_PAIRS", config.max_job_pairs, size.pairs, "chart pairs"),

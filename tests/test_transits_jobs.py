@@ -4,7 +4,7 @@ workers (the machinery of ``test_distributed``), blocks delivered twice, bad job
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -124,4 +124,73 @@ def test_the_row_quota_counts_transit_events(django_user_model: Any) -> None:
         response = client.post("/api/aspects/jobs/", body, format="json")
     assert response.status_code == 400, response.content
     assert response.json()["limit"] == "MAX_JOB_ROWS"
+    assert not BatchRun.objects.exists()
+
+
+class TrackSpy:
+    """ephemeris.transit_track, recording the length of every track built (and refusing more than a year of it:
+    building a long track inside the request is what the test rules out)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from aspects_app import ephemeris
+
+        self.days: list[float] = []
+        real = ephemeris.transit_track
+
+        def spy(start: datetime, end: datetime, **kwargs: Any) -> Any:
+            self.days.append((end - start) / timedelta(days=1))
+            assert self.days[-1] <= jobs.TRANSIT_SAMPLE_DAYS, f"a track of {self.days[-1]:g} days built"
+            return real(start, end, **kwargs)
+
+        monkeypatch.setattr(ephemeris, "transit_track", spy)
+
+
+def post_job(user: Any, body: dict[str, Any], **limits: Any) -> Any:
+    client = APIClient()
+    client.force_authenticate(user)
+    with override_settings(ASPECTS={"CPU_QUEUE": QUEUE, "THROTTLE_USER": None, **limits}):
+        return client.post("/api/aspects/jobs/", body, format="json")
+
+
+def test_a_long_range_is_counted_on_a_sample_year_and_the_quota_still_refuses(
+    django_user_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 150 years (allowed once MAX_JOB_TRANSIT_DAYS is lifted): counting on the whole range built 150 years of sky
+    # track inside the request (30 s+, past gunicorn's timeout); only a year's is built now.
+    alice = django_user_model.objects.create_user("alice", password="pw")
+    make_charts(10, owner=alice, seed=19)
+    spy = TrackSpy(monkeypatch)
+    body = {"modes": ["transits"], "start": "1901-01-01", "end": "2051-01-01"}
+    response = post_job(alice, body, MAX_JOB_TRANSIT_DAYS=None, MAX_JOB_ROWS=1_000_000)
+    assert response.status_code == 400, response.content
+    assert response.json()["limit"] == "MAX_JOB_ROWS"
+    assert spy.days and max(spy.days) <= jobs.TRANSIT_SAMPLE_DAYS
+    assert not BatchRun.objects.exists()
+
+
+def test_the_estimated_rows_are_close_to_the_exact_count() -> None:
+    charts = make_charts(3, seed=20)
+    spec = jobs.JobSpec(
+        modes=["transits"], group_a=[c.pk for c in charts], backend="numpy", start="2027-01-01T00:00:00+00:00",
+        end="2029-07-01T00:00:00+00:00",
+    )  # fmt: skip
+    estimated = jobs.job_size(spec).rows["transits"]
+    calc = MemoryOptimizedVectorizedCalculator(config=AspectConfig.from_orbs(TRANSIT_ORBS), backend="numpy")
+    window = spec.transit_window()
+    assert window is not None
+    exact = len(calc.transits(charts[0].longitude_array[None, :], transit_track(*window), points=POINTS))
+    assert estimated == pytest.approx(3 * exact, rel=0.1)
+
+
+def test_a_range_past_the_maximum_is_400_naming_end_before_any_counting(
+    django_user_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = django_user_model.objects.create_user("alice", password="pw")
+    make_charts(3, owner=alice, seed=21)
+    spy = TrackSpy(monkeypatch)
+    response = post_job(alice, {"modes": ["transits"], "start": "2027-01-01", "end": "2038-01-01"})
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert "end" in body and body["limit"] == "MAX_JOB_TRANSIT_DAYS" and body["maximum"] == 3653
+    assert spy.days == []
     assert not BatchRun.objects.exists()
