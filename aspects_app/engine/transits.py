@@ -397,7 +397,7 @@ def _key_pieces(
     first: npt.NDArray[np.intp], last: npt.NDArray[np.intp],
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:  # fmt: skip
     """Per knot interval, the cubic on the key axis (see :class:`Inversion`): computed once here, so that a search
-    gathers six numbers per pass instead of building them from the knots. Intervals that cross from one segment
+    gathers its pass's numbers instead of building them from the knots. Intervals that cross from one segment
     into the next (or lie in dropped segments) are never searched and stay zero."""
     sense = np.zeros(t.shape[0])
     key_shift = np.zeros(t.shape[0])
@@ -456,8 +456,8 @@ CPU_BLOCK_MB: Final = 32
 # the searches' temporaries (~25 float64 arrays of a block); a GPU takes a chunk's events at once. Measured: 65,536
 # gives ~1.15x the events/s of 16,384 (fewer NumPy calls per event), 131,072 the same as 65,536.
 EVENT_BLOCK: Final = 1 << 16
-# Newton steps taken by every pass, unguarded, from the inverse's Hermite guess (see Inversion; ~1e-5° off at
-# worst away from stations). One step leaves all but ~1 pass in 8,000 below _RESIDUAL_DEG (measured on a year of
+# Newton steps taken by every pass, unguarded, from the inverse's Hermite guess (see Inversion; within ~1e-5°
+# for 99.99% of passes). One step leaves all but ~1 pass in 8,000 below _RESIDUAL_DEG (measured on a year of
 # the ten planets, 11 aspects); those (next to stations, where the cubic flattens) go on in the safeguarded loop.
 _FAST_NEWTON_STEPS: Final = 1
 # A floor for the slope in the unguarded steps: a piece's slope is >= 0, and 0 only at a station's end.
