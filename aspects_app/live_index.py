@@ -11,6 +11,8 @@ Correctness does not rest on the index being current in every process:
 - every candidate it returns is rescored from the stored features (:mod:`aspects_app.features`), so a chart whose
   positions changed scores by its present positions, and a deleted chart (no row) drops out;
 - charts whose features changed since the snapshot (created or moved, in any process) are scored too, exactly;
+  the snapshot is taken SNAPSHOT_MARGIN before the build reads, so a write stamped before the read but committed
+  after it (its transaction still open then: invisible to the read) counts as changed;
 - this process applies its own writes to its loaded copy (:func:`apply_writes`, :func:`forget_chart`), and
   reloads a file that a rebuild replaced.
 
@@ -27,7 +29,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,10 @@ from .index import KINDS, MatchIndex, read_index_metadata
 from .models import Chart, ChartFeatures, id_batches
 
 OVERFETCH = 4
+# How much earlier than a build's read its snapshot is taken: the longest a chart-writing transaction plausibly
+# stays open between stamping its features' updated_at and committing. A longer one's charts are missed by the
+# index and the delta until the next rebuild; a wider margin only scores a few more recent charts exactly.
+SNAPSHOT_MARGIN = timedelta(minutes=10)
 _lock = threading.Lock()
 
 
@@ -115,7 +121,9 @@ def build(
         if path.exists() and not rebuild:
             reports.append(BuildReport(digest, points, kind, read_index_metadata(path).count, path, False))
             continue
-        snapshot = timezone.now()  # before the read: a change during the build is in the delta after it
+        # Before the read, by the margin: a change during the build, or committed after the read by a transaction
+        # already under way, is in the delta after it.
+        snapshot = timezone.now() - SNAPSHOT_MARGIN
         matrix = features.load_features(Chart.objects.all(), points, "b")
         if progress:
             progress(f"building a {kind} index of {len(matrix)} charts ({digest}, {len(points)} points)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from aspects_app import features, live_index
@@ -257,6 +259,29 @@ def test_charts_changed_in_another_process_are_scored_from_the_delta(
             moved.refresh_from_db()
             assert result == expected_top(me, [*visible_to_alice(crowd, me), twin], k)
         assert twin.pk in {pk for pk, _ in result}
+
+
+def test_a_write_committed_after_the_build_read_but_stamped_before_it_is_in_the_delta(
+    alice_client: APIClient, alice: Any, crowd: dict[str, list[Chart]], index_settings: dict[str, Any]
+) -> None:
+    # A transaction that stamped its chart's features before the build took its snapshot and committed after the
+    # build's read: the index never saw the chart, and with the snapshot at the read it was not "changed since"
+    # either, so other processes missed it until a rebuild.
+    me = crowd["alice"][0]
+    with override_settings(ASPECTS={**index_settings, "INDEX_KIND": "exact", "MAX_MATCH_CANDIDATES": 3}):
+        stamped = timezone.now() - timedelta(seconds=5)  # the transaction's stamp, a little before the build
+        call_command("aspects_index", "build", verbosity=0)
+        late = Chart(owner=alice, name="late", is_public=False)
+        late.set_positions(PLANETS, me.longitude_array)
+        late.save()
+        features.store_features([late])  # its commit, after the build's read
+        ChartFeatures.objects.filter(chart=late).update(updated_at=stamped)
+        live_index.reset()  # another process: it loads the file and knows of the chart only from the delta
+        (report,) = [r for r in live_index.status(Path(index_settings["INDEX_PATH"])) if r.points == PLANETS]
+        assert report.changed_since >= 1
+        result = got(alice_client.get(matches_url(me.pk), {"method": "harmonic", "k": 100}))
+        assert result == expected_top(me, [*visible_to_alice(crowd, me), late], 100)
+        assert late.pk in {pk for pk, _ in result}
 
 
 def _largest_in_list(sql: str) -> int:
