@@ -6,7 +6,7 @@ them (:func:`load_features`). Rows are versioned: a row of another configuration
 changed) or of other positions (a chart written around the services) is stale, and is computed again, and
 stored, when a read meets it; a read never serves one.
 
-After features are stored and the transaction commits, :data:`features_stored` is sent with the chart ids: the
+After features are stored and the transaction commits, :data:`features_stored` is sent once with all its chart ids: the
 live index and the fresh match lists follow from there (:mod:`aspects_app.signals`).
 """
 
@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import F, FilteredRelation, Q, QuerySet
 
 from .calculators import calculator, harmonic_config
+from .commit_batches import on_commit_batched
 from .engine import AspectConfig
 from .engine.harmonic import HarmonicConfig, round_to_grid, select_top_k_pruned
 from .models import Chart, ChartFeatures, id_batches, stacked_positions
@@ -73,10 +74,15 @@ def store_features(charts: Iterable[Chart]) -> list[int]:
     ids = _store_groups({points: [(int(c.pk), c.positions_hash, bytes(c.longitudes)) for c in group]
                          for points, group in by_points.items()})  # fmt: skip
     if ids:
-        # robust: the write has committed by then; a follower's failure (the broker down) is logged, not raised
-        # as a 500 that a client would retry into a second chart.
-        transaction.on_commit(lambda: features_stored.send(sender=ChartFeatures, chart_ids=ids), robust=True)
+        # Once per transaction, for all its charts (followers load whole populations); robust: the write has
+        # committed by then, and a follower's failure (the broker down) is logged, not raised as a 500 that a
+        # client would retry into a second chart.
+        on_commit_batched("features_stored", ids, _send_features_stored)
     return ids
+
+
+def _send_features_stored(chart_ids: list[int]) -> None:
+    features_stored.send(sender=ChartFeatures, chart_ids=chart_ids)
 
 
 def _store_groups(groups: dict[tuple[str, ...], list[tuple[int, str, bytes]]]) -> list[int]:

@@ -10,10 +10,13 @@ as for batch lists), under the settings' aspect configuration hash, ties to the 
   gone); it enters every other list where it beats the k-th (:func:`~aspects_app.engine.harmonic.fold_in`, one
   matrix-vector product over the population's F features).
 - A chart deleted: the lists that held it are computed again (``Match`` rows naming it went with it).
+- One upkeep for all of a transaction's charts: the ids are gathered until it commits
+  (:func:`aspects_app.commit_batches.on_commit_batched`), and :func:`refresh` loads each point set's
+  population features once for all of them, so a bulk create or the admin's recompute of N charts is not N loads.
 
 Lists are written through :func:`aspects_app.results.replace_matches`, the one writer of ``Match`` rows. The
 upkeep runs after the commit, inline or as a Celery task (``FRESH_MATCHES_CELERY``); each call loads the
-population's features (N × D floats), so it is a worker's job for large populations. A chart with no stored list
+population's features (N × D floats) once, so it is a worker's job for large populations. A chart with no stored list
 counts as an empty one: turning the upkeep on for an existing population needs one batch run with the same K.
 """
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from django.db import transaction
+from django.db import models, transaction
 
 from . import features, results, services
 from .conf import get_config
@@ -52,83 +55,105 @@ def holders_of(chart_id: int) -> list[int]:
 def refresh(changed: Sequence[int], repair: Sequence[int] = (), k: int | None = None) -> int:
     """Bring the stored lists up to date after the charts ``changed`` were created or moved and the lists of
     ``repair`` lost a partner (deleted); returns the lists written. ``k``: the lists' length (default
-    ``FRESH_MATCHES_K``; a task carries its sender's); a no-op when neither is set."""
+    ``FRESH_MATCHES_K``; a task carries its sender's); a no-op when neither is set.
+
+    All of them at once: each point set's population features are loaded once, however many charts changed (a
+    bulk create, the admin's recompute), and each list is written once."""
     k = k or enabled_k()
     if k is None:
         return 0
-    written = recompute_lists(repair, k)
-    for chart_id in changed:
-        written += _fold_in_chart(int(chart_id), k)
-    return written
+    config_hash = list_config_hash()
+    moved = _points_of(changed)  # those that still exist
+    # Computed in full: the lists that lost a partner, those that held a changed chart (its score there changed,
+    # or its points did), and the changed charts' own.
+    full = _points_of({*map(int, repair), *_holders_of_any(moved, config_hash), *moved})
+    kth = _kth_entries(k, config_hash)  # read before anything is written
+    lists: dict[int, list[tuple[int, float]]] = {}
+    for points in sorted(set(full.values())):
+        fa = features.load_features(Chart.objects.all(), points, "a")
+        fb = features.load_features(Chart.objects.all(), points, "b")
+        lists.update(_full_lists(fb, fa, [pk for pk, p in full.items() if p == points], k))
+        entering = [pk for pk, p in moved.items() if p == points]
+        lists.update(_entered_lists(fa, fb, entering, set(full), kth, k, config_hash))
+    return _write(lists, config_hash)
 
 
 def _points_of(chart_ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
     found: dict[int, tuple[str, ...]] = {}
-    for batch in id_batches(sorted(set(chart_ids))):
+    for batch in id_batches(sorted({int(pk) for pk in chart_ids})):
         found.update((pk, tuple(p)) for pk, p in Chart.objects.filter(pk__in=list(batch)).values_list("pk", "points"))
     return found
 
 
-def recompute_lists(chart_ids: Iterable[int], k: int) -> int:
-    """The full lists of ``chart_ids`` (those that still exist), computed from the stored features and written."""
-    by_points: dict[tuple[str, ...], list[int]] = {}
-    for pk, points in _points_of(chart_ids).items():
-        by_points.setdefault(points, []).append(pk)
-    written = 0
-    config_hash = list_config_hash()
-    for points, members in by_points.items():
-        fa = features.load_features(Chart.objects.all(), points, "a")
-        fb = features.load_features(Chart.objects.all(), points, "b")
-        row_of = {int(pk): n for n, pk in enumerate(fa.ids.tolist())}
-        lists: dict[int, list[tuple[int, float]]] = {}
-        for pk in members:
-            if pk not in row_of:
-                continue
-            others = fb.ids != pk
-            candidates = features.FeatureMatrix(fb.points, fb.config_hash, fb.ids[others], fb.features[others])
-            lists[pk] = features.top_k_against(candidates, fa.features[row_of[pk]], k)
-        written += _write(lists, config_hash)
-    return written
+def _holders_of_any(chart_ids: Iterable[int], config_hash: str) -> set[int]:
+    """Charts whose stored list holds any of ``chart_ids`` (other than itself)."""
+    found: set[int] = set()
+    for batch in id_batches(sorted(chart_ids)):
+        rows = Match.objects.filter(partner_id__in=list(batch), method=METHOD, config_hash=config_hash)
+        found.update(rows.exclude(chart_id=models.F("partner_id")).values_list("chart_id", flat=True))
+    return found
 
 
-def _fold_in_chart(chart_id: int, k: int) -> int:
-    points = _points_of([chart_id]).get(chart_id)
-    if points is None:  # deleted since
-        return 0
-    config_hash = list_config_hash()
-    holders = set(holders_of(chart_id))
-    written = recompute_lists(holders, k)  # its score there changed (or its points did)
-    fa = features.load_features(Chart.objects.all(), points, "a")
-    fb = features.load_features(Chart.objects.all(), points, "b")
-    own = np.flatnonzero(fb.ids == chart_id)
-    if own.size == 0:
-        return written
-    row = int(own[0])
-    others = fb.ids != chart_id
-    candidates = features.FeatureMatrix(fb.points, fb.config_hash, fb.ids[others], fb.features[others])
-    lists = {chart_id: features.top_k_against(candidates, fa.features[row], k)}
-    # Its entry into the others' lists: each list's k-th (−inf where shorter than k), one product over their F.
-    population = fa.ids[others]
-    kth_scores = np.full(population.shape[0], -np.inf)
+def _kth_entries(k: int, config_hash: str) -> dict[int, tuple[float, int]]:
+    """Each full stored list's k-th (worst kept) score and partner, by chart."""
+    rows = Match.objects.filter(method=METHOD, config_hash=config_hash, rank=k)
+    return {pk: (score, partner) for pk, partner, score in
+            rows.values_list("chart_id", "partner_id", "score").iterator(chunk_size=5000)}  # fmt: skip
+
+
+def _full_lists(
+    fb: features.FeatureMatrix, fa: features.FeatureMatrix, members: Sequence[int], k: int
+) -> dict[int, list[tuple[int, float]]]:
+    """The full lists of ``members`` (rows of ``fa``) among the population ``fb``, each chart not its own partner."""
+    row_of = {int(pk): n for n, pk in enumerate(fa.ids.tolist())}
+    lists: dict[int, list[tuple[int, float]]] = {}
+    for pk in members:
+        if pk not in row_of:
+            continue
+        others = fb.ids != pk
+        candidates = features.FeatureMatrix(fb.points, fb.config_hash, fb.ids[others], fb.features[others])
+        lists[pk] = features.top_k_against(candidates, fa.features[row_of[pk]], k)
+    return lists
+
+
+def _entered_lists(
+    fa: features.FeatureMatrix,
+    fb: features.FeatureMatrix,
+    entering: Sequence[int],
+    computed: set[int],
+    kth: dict[int, tuple[float, int]],
+    k: int,
+    config_hash: str,
+) -> dict[int, list[tuple[int, float]]]:
+    """The stored lists (other than ``computed``, written in full) that the changed charts ``entering`` enter.
+
+    Such a list holds none of them, so it is still the top k of the rest, and a changed chart belongs in its new
+    top k only if it beats the list's k-th (:func:`~aspects_app.engine.harmonic.fold_in`, one product over the
+    population's F per chart): the new list is the best k of the stored one and the charts that entered it."""
+    if not entering:
+        return {}
+    keep = ~np.isin(fa.ids, np.fromiter(computed, np.int64, len(computed)))
+    population, population_f = fa.ids[keep], fa.features[keep]
+    kth_scores = np.full(population.shape[0], -np.inf)  # -inf: a list shorter than k takes anyone
     kth_ids = np.full(population.shape[0], _NO_ID, np.int64)
-    position = {int(pk): n for n, pk in enumerate(population.tolist())}
-    kth_rows = Match.objects.filter(method=METHOD, config_hash=config_hash, rank=k).values_list(
-        "chart_id", "partner_id", "score"
-    )
-    for pk, partner, score in kth_rows.iterator(chunk_size=5000):
-        n = position.get(pk)
-        if n is not None:
-            kth_scores[n], kth_ids[n] = score, partner
-    entered = fold_in(fa.features[others], fb.features[row], chart_id, kth_scores, kth_ids)
-    entering = {int(population[r]): float(s) for r, s in zip(entered.rows.tolist(), entered.scores.tolist(),
-                                                              strict=True)}  # fmt: skip
-    for pk in holders:  # computed in full above
-        entering.pop(pk, None)
-    current = _stored_lists(list(entering), config_hash)
-    for pk, score in entering.items():
-        merged = [(p, s) for p, s in current.get(pk, []) if p != chart_id] + [(chart_id, score)]
+    for n, pk in enumerate(population.tolist()):
+        if pk in kth:
+            kth_scores[n], kth_ids[n] = kth[pk]
+    row_of = {int(pk): n for n, pk in enumerate(fb.ids.tolist())}
+    entered: dict[int, list[tuple[int, float]]] = {}
+    for chart_id in entering:
+        if chart_id not in row_of:
+            continue
+        found = fold_in(population_f, fb.features[row_of[chart_id]], chart_id, kth_scores, kth_ids)
+        for r, score in zip(found.rows.tolist(), found.scores.tolist(), strict=True):
+            entered.setdefault(int(population[r]), []).append((chart_id, float(score)))
+    current = _stored_lists(list(entered), config_hash)
+    changed = set(entering)
+    lists: dict[int, list[tuple[int, float]]] = {}
+    for pk, new in entered.items():
+        merged = [item for item in current.get(pk, []) if item[0] not in changed] + new
         lists[pk] = sorted(merged, key=lambda item: (-item[1], item[0]))[:k]
-    return written + _write(lists, config_hash)
+    return lists
 
 
 def _stored_lists(chart_ids: Sequence[int], config_hash: str) -> dict[int, list[tuple[int, float]]]:

@@ -13,6 +13,7 @@ from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
 from . import fresh_matches, live_index, tasks
+from .commit_batches import on_commit_batched
 from .features import features_stored
 from .models import Chart
 from .results import forget_cached
@@ -38,11 +39,14 @@ def repair_lists_of_deleted(sender: type[Chart], instance: Chart, **kwargs: Any)
     chart_id = int(instance.pk)
     holders = fresh_matches.holders_of(chart_id) if fresh_matches.enabled_k() else []
 
-    def after_commit() -> None:
-        live_index.forget_chart(chart_id)
-        tasks.schedule_refresh([], holders)
+    # The delete has committed by then: a failure there is logged. The lists are repaired once for all the charts
+    # a transaction deletes (the admin's bulk delete).
+    transaction.on_commit(lambda: live_index.forget_chart(chart_id), robust=True)
+    on_commit_batched("fresh_matches_repair", holders, _repair_lists)
 
-    transaction.on_commit(after_commit, robust=True)  # the delete has committed: a failure here is logged
+
+def _repair_lists(holders: list[int]) -> None:
+    tasks.schedule_refresh([], holders)
 
 
 @receiver(connection_created)

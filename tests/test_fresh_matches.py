@@ -5,15 +5,17 @@ worker; the lists are readable through the matches endpoint with visibility appl
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from aspects_app import fresh_matches, services
+from aspects_app import features, fresh_matches, services
 from aspects_app.models import Chart, Match
 from tests.conftest import PLANETS
 from tests.test_distributed import QUEUE, Workers, wait_for
@@ -181,3 +183,73 @@ def test_a_broker_down_after_the_commit_does_not_fail_the_committed_write(
         assert client.delete(f"/api/aspects/charts/{created.json()['id']}/").status_code == 204
     assert not Chart.objects.filter(pk=created.json()["id"]).exists()
     assert "broker unreachable" in caplog.text
+
+
+@pytest.fixture
+def population_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sides of every population feature load the upkeep makes."""
+    loads: list[str] = []
+    real = features.load_features
+
+    def counting(charts: Any, points: Any, side: str) -> Any:
+        loads.append(side)
+        return real(charts, points, side)
+
+    monkeypatch.setattr(features, "load_features", counting)
+    return loads
+
+
+def test_one_upkeep_per_transaction_loads_the_population_once(
+    fresh_inline: None, alice: Any, django_capture_on_commit_callbacks: Any, population_loads: list[str]
+) -> None:
+    # Run inline, the upkeep loaded the whole population's features once per changed chart: a bulk create of
+    # 1,000 charts, or the admin's recompute of 1,000, was ~N^2 work in one request.
+    rng = np.random.default_rng(12)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.create_charts(alice, [new_input(rng, True) for _ in range(8)])
+    population_loads.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.create_charts(alice, [new_input(rng, bool(n % 2)) for n in range(30)])
+    assert sorted(population_loads) == ["a", "b"]
+    population_loads.clear()
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():  # saved one by one, as the admin
+        for chart in Chart.objects.order_by("pk")[:12]:
+            moved = services.ChartInput(points=PLANETS, longitudes=tuple(rng.uniform(0, 360, len(PLANETS))))
+            services.update_chart(chart, moved, ["points"])
+    assert sorted(population_loads) == ["a", "b"]
+    population_loads.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        Chart.objects.filter(pk__in=list(Chart.objects.order_by("-pk").values_list("pk", flat=True)[:6])).delete()
+    assert sorted(population_loads) == ["a", "b"]
+    assert_same_lists(stored_lists(), batch_rerun())
+
+
+def test_the_admin_recompute_of_many_charts_is_one_upkeep(
+    fresh_inline: None, alice: Any, django_capture_on_commit_callbacks: Any, population_loads: list[str]
+) -> None:
+    born = [
+        services.ChartInput(name=f"b{n}", is_public=True, latitude=52.5, longitude=13.4,
+                            birth_datetime=datetime(1950 + n, 1 + n % 12, 1 + n % 28, n % 24, tzinfo=UTC))
+        for n in range(12)
+    ]  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        charts = services.create_charts(alice, born)
+    Chart.objects.update(birth_datetime=datetime(2001, 1, 1, 12, tzinfo=UTC))  # positions no longer its own
+    population_loads.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.recompute_positions(Chart.objects.filter(pk__in=[c.pk for c in charts])) == 12
+    assert sorted(population_loads) == ["a", "b"]
+    assert_same_lists(stored_lists(), batch_rerun())
+
+
+@pytest.mark.parametrize("seed", [4, 6])
+def test_transactions_of_mixed_writes_equal_a_batch_rerun(
+    fresh_inline: None, alice: Any, django_capture_on_commit_callbacks: Any, seed: int
+) -> None:
+    # Several creates, edits and deletes per transaction: one upkeep takes them all (charts entering the same
+    # lists together, lists repaired and changed in one go).
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+            random_operations(rng, alice, 5)
+    assert_same_lists(stored_lists(), batch_rerun())
