@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .aspects import ASPECT_NAMES
+from .zodiac import SIGN_NAMES
 
 INDEX_DTYPE = np.int32
 CODE_DTYPE = np.uint8
@@ -20,20 +21,8 @@ NAT = np.datetime64("NaT", "us")
 US_PER_DAY = 86_400_000_000
 
 SKY_EVENT_KINDS: tuple[str, ...] = ("ingress", "station")
-SIGNS: tuple[str, ...] = (
-    "Aries",
-    "Taurus",
-    "Gemini",
-    "Cancer",
-    "Leo",
-    "Virgo",
-    "Libra",
-    "Scorpio",
-    "Sagittarius",
-    "Capricorn",
-    "Aquarius",
-    "Pisces",
-)
+# Ingresses name the sign entered as chart payloads name signs.
+SIGNS: tuple[str, ...] = SIGN_NAMES
 
 
 def days_to_datetime64(t0_us: int, days: npt.NDArray[np.float64]) -> npt.NDArray[np.datetime64]:
