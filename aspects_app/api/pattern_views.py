@@ -7,7 +7,6 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions
-from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,8 +14,7 @@ from rest_framework.views import APIView
 from .. import services
 from . import pattern_serializers as ps
 from .throttling import ComputeRateThrottle
-from .transit_fields import MAX_CHART_ID
-from .views import service_errors
+from .views import path_chart, service_errors
 
 CHART_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The chart's id.")
 
@@ -43,10 +41,8 @@ class ChartPatternsView(APIView):
         query = ps.PatternQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        if pk > MAX_CHART_ID:
-            raise NotFound("id: no such chart, or not visible")
+        chart = path_chart(request.user, pk)
         with service_errors():
-            chart = services.visible_charts_by_field(request.user, {"id": pk})["id"]
             config = services.aspect_config(data.get("orbs"), data.get("aspects"))
             result = services.chart_patterns(chart, config, data.get("stellium_span"))
         return Response({"chart": chart.pk, **_head(result), "patterns": result.patterns})

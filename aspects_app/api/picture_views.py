@@ -16,7 +16,7 @@ from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions
-from rest_framework.exceptions import NotAcceptable, NotFound
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,8 +28,7 @@ from ..engine import AspectConfig
 from ..models import Chart
 from . import picture_serializers as ps
 from .throttling import ComputeRateThrottle
-from .transit_fields import MAX_CHART_ID
-from .views import service_errors
+from .views import path_chart, service_errors
 
 SVG_MEDIA_TYPE = "image/svg+xml"
 # The picture holds user-supplied chart names (escaped by the renderer): should one ever slip through, a browser
@@ -103,10 +102,7 @@ class PictureView(APIView):
             return data, services.aspect_config(data.get("orbs"), data.get("aspects"))
 
     def chart(self, request: Request, pk: int) -> Chart:
-        if pk > MAX_CHART_ID:  # past the databases' integers: no such chart (SQLite would raise)
-            raise NotFound("id: no such chart, or not visible")
-        with service_errors():
-            return services.visible_charts_by_field(request.user, {"id": pk})["id"]
+        return path_chart(request.user, pk)
 
     def pair(self, request: Request, data: dict[str, Any]) -> tuple[Chart, Chart]:
         with service_errors():

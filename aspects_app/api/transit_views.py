@@ -19,8 +19,7 @@ from rest_framework.views import APIView
 from .. import jobs, services
 from . import transit_serializers as ts
 from .throttling import ComputeRateThrottle
-from .transit_fields import MAX_CHART_ID
-from .views import ChartPagination, service_errors
+from .views import ChartPagination, path_chart, service_errors
 
 CHART_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The chart's id.")
 
@@ -38,10 +37,8 @@ class ChartTransitsView(APIView):
         query = ts.TransitQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        if pk > MAX_CHART_ID:
-            raise NotFound("id: no such chart, or not visible")
+        chart = path_chart(request.user, pk)
         with service_errors():
-            chart = services.visible_charts_by_field(request.user, {"id": pk})["id"]
             config = services.transit_config(data.get("orbs"), data.get("aspects"))
             result = services.chart_transits(chart, data["start"], data["end"], data.get("bodies"), config)
         head = {

@@ -43,6 +43,7 @@ from ..models import BatchRun, Chart
 from . import serializers as s
 from .exceptions import BrokerUnavailable, JobsUnavailable, JobTooLarge, TooManyJobs
 from .throttling import ComputeRateThrottle
+from .transit_fields import MAX_CHART_ID
 
 
 @contextmanager
@@ -72,6 +73,15 @@ def service_errors() -> Iterator[None]:
         raise NotFound(exc.message) from exc
     except FieldError as exc:
         raise ValidationError({exc.field: [exc.message]}) from exc
+
+
+def path_chart(user: Any, pk: int) -> Chart:
+    """The chart named by a URL's ``{id}`` if ``user`` may see it, else the same 404 for unknown and private ids
+    (and for ids past the databases' 64-bit integers, on which SQLite would raise)."""
+    if pk > MAX_CHART_ID:
+        raise NotFound("id: no such chart, or not visible")
+    with service_errors():
+        return services.visible_charts_by_field(user, {"id": pk})["id"]
 
 
 def _config(data: dict[str, Any]) -> Any:
