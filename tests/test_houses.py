@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
@@ -121,6 +121,11 @@ def test_fallback_starts_exactly_at_the_polar_circle(system: str) -> None:
 @given(charts, systems)
 def test_southern_charts_mirror_northern_ones(rows: list[tuple[float, float, float]], system: str) -> None:
     """Latitude −φ with ARMC + 180° is the same sky seen from the antipode: every cusp turns by 180°."""
+    # At a pole the horizon is the equator and the cusps are undefined (the 1e-10° step back, as swehouse.c takes,
+    # meets tan φ ~ 6e11). Alcabitius stays ill-conditioned nearby, through the Ascendant's semi-arc: rounding
+    # gives the two sides 0.34° apart at the pole, 3e-4° at 1e-4° from it, 4e-8° at 0.01°, 1.5e-9° at 0.1°.
+    margin = 0.1 if system == "alcabitius" else 1e-6
+    assume(all(abs(lat) < 90.0 - margin for _, lat, _ in rows))
     north, lat = from_rows(rows, system)
     south, _ = from_rows([(armc + 180.0, -lat, eps) for armc, lat, eps in rows], system)
     assert np.array_equal(north.fallback, south.fallback)
