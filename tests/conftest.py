@@ -14,10 +14,17 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import override_settings
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from aspects_app.cache import reset_result_cache
 from aspects_app.engine.aspects import STANDARD_POINTS
+
+# CI runs the property tests on fixed draws (ASPECTS_HYPOTHESIS_PROFILE=ci in .ci/run), so that a submission's
+# verdict does not depend on the dice; other runs keep drawing new examples, which is how they find new bugs.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("ASPECTS_HYPOTHESIS_PROFILE"):
+    hypothesis_settings.load_profile(os.environ["ASPECTS_HYPOTHESIS_PROFILE"])
 
 PASSWORD = "correct horse battery staple"
 SAMPLE_PATH = Path(__file__).parent / "data" / "kerykeion_sample.json"
