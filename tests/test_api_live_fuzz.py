@@ -16,7 +16,6 @@ real client meets through HTTP: gunicorn's parsing, two processes, real commits,
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from django.middleware.csrf import _get_new_csrf_string
 from aspects_app.models import Chart
 
 from .conftest import PASSWORD, PLANETS, random_positions
+from .live_server import free_port, wait_listening
 from .test_cache import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,25 +61,6 @@ LOGGING = {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn on port {port} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not listen on port {port} within {timeout} s")
-
-
 def _seed(owner: Any) -> None:
     """Public and private charts of the user and of another, so that ids 1, 2... mostly name a chart."""
     other = get_user_model().objects.create_user(username="someone-else", password=PASSWORD)
@@ -102,7 +83,7 @@ def live_server_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
         "DJANGO_SETTINGS_MODULE": "live_fuzz_settings",
         "ASPECTS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
     }
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed with the server
     server = subprocess.Popen(
         [
@@ -125,7 +106,7 @@ def live_server_url(transactional_db: None, tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_listening(port, server)
+        wait_listening(port, server)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()

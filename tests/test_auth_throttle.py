@@ -4,7 +4,6 @@ endpoint and hold across processes sharing a Redis; system check W005 catches pe
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from rest_framework.test import APIClient
 from aspects_app.checks import check_shared_state
 
 from .conftest import basic_auth_header
+from .live_server import free_port, wait_listening
 from .test_cache import RedisServer
 
 pytestmark = pytest.mark.django_db
@@ -125,25 +125,6 @@ ALLOWED_HOSTS = ["127.0.0.1"]
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn on port {port} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not listen on port {port} within {timeout} s")
-
-
 def _post_estimate(port: int) -> int:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{ESTIMATE}",
@@ -166,7 +147,7 @@ def test_the_anonymous_limit_holds_across_two_server_processes(tmp_path: Path) -
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
         "DJANGO_SETTINGS_MODULE": "throttle_settings",
     }
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     servers = [
         subprocess.Popen(
             [
@@ -190,7 +171,7 @@ def test_the_anonymous_limit_holds_across_two_server_processes(tmp_path: Path) -
     ]
     try:
         for port, server in zip(ports, servers, strict=True):
-            _wait_listening(port, server)
+            wait_listening(port, server)
         # Alternating, so each server answers some of the first five: alone, each would let five through.
         first_window = int(time.time() // 3600)
         codes = [(n % 2, _post_estimate(ports[n % 2])) for n in range(12)]

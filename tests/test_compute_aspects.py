@@ -30,6 +30,8 @@ from aspects_app.engine.aspects import STANDARD_POINTS
 from aspects_app.models import AspectResult, BatchRun, Chart, Match
 from aspects_app.services import ChartInput
 
+from .batch_faults import crash_on_block
+
 POINTS: tuple[str, ...] = STANDARD_POINTS[:10]
 # Every run names the backend (so BatchRun.backend is predictable) and, unless a test is about progress, no bar.
 QUIET: tuple[str, ...] = ("--backend", "numpy", "--no-progress")
@@ -527,23 +529,6 @@ def test_with_owner_selects_the_second_group(make_charts: MakeCharts, alice: Any
 
 
 # -- resume --------------------------------------------------------------------------------------------------------
-
-
-def crash_on_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], None]:
-    """Make the ``call``-th block fail after it has computed and written its rows (as a crash between the write
-    and the progress record would); returns a function that restores the real method."""
-    real = batch.BatchJob.compute_block
-    calls: list[int] = []
-
-    def crashing(self: batch.BatchJob, mode: str, block: batch.Block, writer: Any) -> batch.BlockResult:
-        result = real(self, mode, block, writer)
-        calls.append(block.rows.start)
-        if len(calls) == call:
-            raise RuntimeError("simulated crash")
-        return result
-
-    monkeypatch.setattr(batch.BatchJob, "compute_block", crashing)
-    return lambda: monkeypatch.setattr(batch.BatchJob, "compute_block", real)
 
 
 def stop_after_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], None]:

@@ -8,20 +8,19 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from aspects_app import batch, services
+from aspects_app import services
 from aspects_app.engine import MemoryOptimizedVectorizedCalculator
 from aspects_app.engine.patterns import bytes_per_chart
 from aspects_app.models import BatchRun, Chart
 
+from .batch_faults import crash_on_block
 from .conftest import PLANETS
 
 QUIET = ("--backend", "numpy", "--no-progress")
@@ -89,22 +88,6 @@ def test_all_patterns_and_stellium_span_into_a_file(charts: list[Chart], tmp_pat
     picked = ("--pattern", "t-square", "--pattern", "stellium")
     run_command("--mode", "patterns", *picked, "--output", str(several), *QUIET)
     assert file_rows(several) == engine_rows(charts, {"t-square", "stellium"})
-
-
-def crash_on_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], None]:
-    """The ``call``-th block fails after computing and writing its rows; returns the restorer."""
-    real = batch.BatchJob.compute_block
-    calls: list[int] = []
-
-    def crashing(self: batch.BatchJob, mode: str, block: batch.Block, writer: Any) -> batch.BlockResult:
-        result = real(self, mode, block, writer)
-        calls.append(block.rows.start)
-        if len(calls) == call:
-            raise RuntimeError("simulated crash")
-        return result
-
-    monkeypatch.setattr(batch.BatchJob, "compute_block", crashing)
-    return lambda: monkeypatch.setattr(batch.BatchJob, "compute_block", real)
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,13 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from aspects_app import batch, services
+from aspects_app import services
 from aspects_app.batch import job as batch_job
 from aspects_app.engine import TRANSIT_ORBS, AspectConfig, MemoryOptimizedVectorizedCalculator
 from aspects_app.ephemeris import transit_track
 from aspects_app.models import BatchRun, Chart, TransitEvent
 
+from .batch_faults import crash_on_block
 from .conftest import PLANETS
 
 START = datetime(2027, 1, 1, tzinfo=UTC)
@@ -137,22 +137,6 @@ def test_into_a_file_equal_to_the_engine(charts: list[Chart], tmp_path: Path, fi
     assert len(rows) == len(set(rows))
     assert set(rows) == engine_rows(charts)
     assert not TransitEvent.objects.exists()
-
-
-def crash_on_block(monkeypatch: pytest.MonkeyPatch, call: int) -> Callable[[], None]:
-    """The ``call``-th block fails after computing and writing its rows; returns the restorer."""
-    real = batch.BatchJob.compute_block
-    calls: list[int] = []
-
-    def crashing(self: batch.BatchJob, mode: str, block: batch.Block, writer: Any) -> batch.BlockResult:
-        result = real(self, mode, block, writer)
-        calls.append(block.rows.start)
-        if len(calls) == call:
-            raise RuntimeError("simulated crash")
-        return result
-
-    monkeypatch.setattr(batch.BatchJob, "compute_block", crashing)
-    return lambda: monkeypatch.setattr(batch.BatchJob, "compute_block", real)
 
 
 @pytest.mark.parametrize("output", ["db", "jsonl", "csv"])
