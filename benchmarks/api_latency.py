@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from support import free_port, wait_listening
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prepare(env: dict[str, str]) -> tuple[int, int]:
@@ -56,17 +51,6 @@ def prepare(env: dict[str, str]) -> tuple[int, int]:
     ).stdout
     first, second = out.split()
     return int(first), int(second)
-
-
-def wait_for(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not listen on port {port} within {timeout} s")
 
 
 Body = Callable[[int], dict[str, object]] | None
@@ -159,7 +143,7 @@ def main() -> None:
             env=env,
         )
         try:
-            wait_for(port)
+            wait_listening(port)
             count, clients = args.requests, args.clients
             print(
                 f"gunicorn, {args.workers} workers, {clients} client(s) x {count} keep-alive requests"

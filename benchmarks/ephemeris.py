@@ -11,32 +11,20 @@ so the one-off cost of opening DE421 (printed separately) is not counted.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from support import median_seconds
+
 from aspects_app.engine.aspects import STANDARD_POINTS
 from aspects_app.ephemeris import compute_positions
 
 TARGET_CHARTS_PER_S = 3000.0
-
-
-def timed(run: Callable[[], Any], repeat: int) -> float:
-    """Median wall time of ``repeat`` runs after one warm-up run."""
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_charts(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,7 +46,7 @@ def main() -> int:
     compute_positions(when[:1], lat[:1], lon[:1])
     print(f"first call (opens DE421, builds the timescale; once per process): {time.perf_counter() - start:.2f} s")
 
-    vectorised = timed(lambda: compute_positions(when, lat, lon), args.repeat)
+    vectorised = median_seconds(lambda: compute_positions(when, lat, lon), args.repeat)
     rate = n / vectorised
     print(
         f"vectorised, N = {n:,}, {len(STANDARD_POINTS)} points with speeds: {vectorised:.2f} s = {rate:,.0f} charts/s"
@@ -68,7 +56,7 @@ def main() -> int:
         for i in range(n_loop):
             compute_positions(when[i : i + 1], lat[i], lon[i])
 
-    loop = timed(per_chart, max(1, args.repeat - 1))
+    loop = median_seconds(per_chart, max(1, args.repeat - 1))
     loop_rate = n_loop / loop
     print(f"per-chart loop, {n_loop} charts: {loop:.2f} s = {loop_rate:,.0f} charts/s")
     print(f"vectorised / per-chart: {rate / loop_rate:.0f}x")

@@ -12,30 +12,18 @@ and Koch fall back to Porphyry). Times are medians of a few runs after a warm-up
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from support import median_seconds
+
 from aspects_app.ephemeris import compute_houses
 from aspects_app.houses import HOUSE_SYSTEMS
-
-
-def timed(run: Callable[[], Any], repeat: int) -> float:
-    """Median wall time of ``repeat`` runs after one warm-up run."""
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def random_charts(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,8 +54,8 @@ def main() -> int:
             for i in range(n_loop):
                 compute_houses(when[i : i + 1], lat[i], lon[i], system=system)
 
-        vectorised = timed(all_at_once, args.repeat)
-        loop = timed(per_chart, max(1, args.repeat - 1))
+        vectorised = median_seconds(all_at_once, args.repeat)
+        loop = median_seconds(per_chart, max(1, args.repeat - 1))
         rate, loop_rate = n / vectorised, n_loop / loop
         print(f"{system:<14} {rate:>15,.0f} charts/s {loop_rate:>11,.0f} charts/s {rate / loop_rate:>7,.0f}x")
     return 0

@@ -22,7 +22,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import psutil
+from support import free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -48,23 +48,6 @@ for n in range(count):
     charts.append(chart)
 print(" ".join(str(c.pk) for c in Chart.objects.bulk_create(charts)))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not listen on port {port} within {timeout} s")
 
 
 def worker_rss_mb(master: subprocess.Popen[bytes]) -> float:
@@ -140,7 +123,7 @@ def main() -> None:
             env=env,
         )
         try:
-            wait_for(port)
+            wait_listening(port, timeout=60)
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
             for _ in range(3):  # lazy imports, kernel tables, NumPy's caches
                 post_scores(connection, chart, others, 0)
